@@ -1,0 +1,42 @@
+# jaxmusic: two commands on a fresh machine with only Python 3.10+:
+#   make demo   sets up, generates the sample data, prepares TFRecords, trains and evaluates
+#   make test   sets up and runs the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATA   ?= data
+PREP   ?= prepared
+RUNS   ?= runs/demo
+SETS   := fma_genre_spectrograms fma_genre_spectrograms_beat multitask_dataset multitask_dataset_beat
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup demo test test-distributed bench clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 (the benchmark baseline, "bench" extra) is a CPU build; see pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench,viz]'
+	touch $(STAMP)
+
+$(DATA)/.done: $(STAMP)
+	$(PY) -m jaxmusic sample-data $(DATA) --size small
+	touch $@
+
+$(PREP)/.done: $(DATA)/.done
+	$(PY) -m jaxmusic prepare --source $(DATA) $(foreach s,$(SETS),--set $(s)) --out $(PREP) --shards 4
+	touch $@
+
+demo: $(PREP)/.done
+	$(PY) -m jaxmusic inspect $(DATA)/fma_genre_spectrograms --plot $(RUNS)/class_histogram.png --quiet
+	$(PY) -m jaxmusic train --config configs/demo/cnn_mel.py --workdir $(RUNS)/cnn_mel
+	$(PY) -m jaxmusic train --config configs/demo/lstm_beat_fused.py --workdir $(RUNS)/lstm_beat_fused
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(DATA) $(PREP) runs

@@ -1,0 +1,7 @@
+"""Lab step 3-6: genre classification, chroma view of fma_genre_spectrograms."""
+
+from jaxmusic.config import lstm_model, lab_config
+
+
+def get_config():
+    return lab_config("fma_genre_spectrograms", "chroma", lstm_model())

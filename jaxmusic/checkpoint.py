@@ -1,0 +1,77 @@
+"""Orbax checkpoints of a run: the latest N and the best by the validation metric.
+
+Each checkpoint step holds the train state (``state``: step, params, batch
+stats, optimiser state, RNG) and ``meta`` (epoch, best value and step, early
+stopping counter, per-epoch history), saved atomically. Saves are asynchronous;
+:meth:`Checkpointer.close` waits for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+class Checkpointer:
+    def __init__(self, workdir: str | Path, keep: int = 2, mode: str = "max"):
+        directory = Path(workdir).resolve() / "checkpoints"
+        policy = policies.AnyPreservationPolicy([
+            policies.LatestN(n=max(1, keep)),
+            # BestN keeps the top of an ascending sort; reverse for "min" metrics.
+            policies.BestN(get_metric_fn=lambda m: m["value"], reverse=mode == "min", n=1),
+        ])
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
+        self.manager = ocp.CheckpointManager(directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state, meta: dict, metric: float) -> None:
+        step = int(state.step)
+        if meta.get("best_epoch") == meta.get("epoch", -2) + 1:
+            meta["best_step"] = step
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics={"value": float(metric)})
+
+    def restore(self, abstract_state, step: int | None = None):
+        step = self.manager.latest_step() if step is None else step
+        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        return restored["state"], restored["meta"]
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def load_variables(workdir: str | Path, which: str = "best") -> tuple[dict, dict]:
+    """``({"params": ..., "batch_stats": ...}, meta)`` of a run's best or latest
+    checkpoint, as numpy trees (no model or optimiser needed)."""
+    directory = Path(workdir).resolve() / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{workdir}: no checkpoints/ (train this run first)")
+    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+            read_only=True)) as manager:
+        latest = manager.latest_step()
+        if latest is None:
+            raise FileNotFoundError(f"{directory}: no complete checkpoint")
+        meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        step = latest
+        if which == "best" and meta.get("best_step") in manager.all_steps():
+            step = meta["best_step"]
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    state = restored["state"]
+    variables = {"params": state["params"]}
+    if state.get("batch_stats") is not None:
+        variables["batch_stats"] = state["batch_stats"]
+    return jax.tree_util.tree_map(np.asarray, variables), dict(meta, restored_step=step)
+
+
+def load_params(workdir: str | Path, which: str = "best") -> dict:
+    return load_variables(workdir, which)[0]["params"]

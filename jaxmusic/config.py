@@ -1,0 +1,190 @@
+"""Configs are code: ``configs/<experiment>.py`` defines ``get_config()``.
+
+Every config starts from :func:`base_config` (all fields and their defaults,
+documented here once) and changes what its experiment needs. Any field can be
+overridden on the command line as ``--config.train.batch_size=256``; values are
+parsed to the type of the field they replace. The resolved config is saved as
+``config.json`` in the run directory and is what ``evaluate``, ``predict`` and
+``--resume`` read back.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+from typing import Sequence
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = ""                    # set from the config file's name
+    c.task = "genre"               # genre | regression | multitask
+
+    c.data = ml_collections.ConfigDict()
+    c.data.root = "data"           # lab layout root (holds the set folders)
+    c.data.prepared = "prepared"   # `jaxmusic prepare --out` root
+    c.data.set = "fma_genre_spectrograms"
+    c.data.view = "mel"            # mel | chroma | fused
+    c.data.max_length = 0          # frames; 0 = the prepared set's longest clip
+    c.data.eval_sets = ()          # extra prepared sets to test on ((): the twin full/beat set)
+    c.data.shuffle_buffer = 1024
+    c.data.bucket_boundaries = ()  # optional length buckets for training
+    c.data.targets = ("valence", "energy", "danceability")  # regression axes used
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "lstm"          # lstm | cnn | ast; other keys go to the backbone
+
+    c.train = ml_collections.ConfigDict()
+    c.train.seed = 0
+    c.train.batch_size = 32        # global batch (all processes and devices)
+    c.train.epochs = 30
+    c.train.optimizer = "adamw"    # adamw | adam | lamb | lars | sgd
+    c.train.learning_rate = 1e-4
+    c.train.schedule = "constant"  # constant | warmup_cosine | exponential
+    c.train.warmup_steps = 0
+    c.train.decay_rate = 0.5       # exponential: factor per `decay_epochs`
+    c.train.decay_epochs = 10
+    c.train.weight_decay = 1e-4
+    c.train.clip_norm = 1.0        # 0 disables clipping
+    c.train.class_weights = False  # genre: inverse-frequency class weights
+    c.train.patience = 3           # early stopping (epochs without improvement; 0: off)
+    c.train.select_metric = "accuracy"  # validation metric for early stopping and "best"
+    c.train.select_mode = "max"
+    c.train.overfit_batches = 0    # lab's overfit_batch: train on K batches only
+    c.train.log_every = 20         # steps between host syncs for logging
+    c.train.keep_checkpoints = 2   # latest N (the best one is kept too)
+    c.train.dtype = "float32"      # compute dtype: float32 | bfloat16
+    c.train.grad_accum_steps = 1
+    c.train.freeze_backbone = False  # transfer: train the head only
+    c.train.init_from = ""         # transfer: a genre run directory
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "mse"            # regression: mse | spearman | mse+spearman
+    c.loss.spearman_temperature = 0.1
+    c.loss.spearman_weight = 1.0   # weight of the Spearman term in mse+spearman
+    c.loss.task_weights = (1.0, 1.0, 1.0)  # multitask: per-axis weights
+    c.loss.uncertainty_weighting = False   # learned per-task weights (Kendall et al.)
+    c.loss.label_smoothing = 0.0
+    return c
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Load ``get_config()`` from a config file and apply ``--config.x=y`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"jaxmusic_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path}: defines no get_config()")
+    config = module.get_config()
+    if not config.get("name"):
+        config.name = path.stem
+    apply_overrides(config, overrides)
+    return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+    for item in overrides:
+        if not item.startswith("--config."):
+            raise ValueError(f"unrecognised argument {item!r} (overrides look like "
+                             "--config.train.batch_size=64)")
+        key, sep, raw = item[len("--config."):].partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} needs a value: --config.{key}=VALUE")
+        parent = config
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if p not in parent:
+                raise ValueError(f"unknown config field {key!r} (no {p!r})")
+            parent = parent[p]
+        leaf = parts[-1]
+        if leaf not in parent:
+            if parent is config.model:
+                parent[leaf] = _parse(raw, None)  # backbone keyword: checked by the model
+                continue
+            raise ValueError(f"unknown config field {key!r}")
+        with parent.ignore_type():
+            parent[leaf] = _parse(raw, parent[leaf])
+
+
+def _parse(raw: str, current):
+    if isinstance(current, bool):
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"expected true/false, got {raw!r}")
+    if isinstance(current, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        if current is None:
+            return raw
+        raise ValueError(f"cannot parse {raw!r} as {type(current).__name__}") from None
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    if isinstance(current, tuple) and not isinstance(value, tuple):
+        value = (value,)
+    return value
+
+
+def save_config(config: ml_collections.ConfigDict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2, default=list) + "\n")
+
+
+def read_config(path: str | Path) -> ml_collections.ConfigDict:
+    """Read a saved ``config.json`` back (tuples restored from JSON lists)."""
+    d = json.loads(Path(path).read_text())
+
+    def fix(x):
+        if isinstance(x, dict):
+            return {k: fix(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return tuple(fix(v) for v in x)
+        return x
+
+    return ml_collections.ConfigDict(fix(d))
+
+
+# --- model presets (the lab's settings; see README "Configs") ---------------------------
+
+def lstm_model(**overrides) -> ml_collections.ConfigDict:
+    """The submitted lab report's LSTM: bidirectional, 2 layers of 64, dropout 0.4."""
+    return ml_collections.ConfigDict(dict(name="lstm", hidden_size=64, num_layers=2,
+                                          bidirectional=True, dropout=0.4, summary="last",
+                                          **overrides))
+
+
+def cnn_model(**overrides) -> ml_collections.ConfigDict:
+    """The lab's 2D CNN: 4 x (Conv2D -> BatchNorm -> ReLU -> MaxPool)."""
+    return ml_collections.ConfigDict(dict(name="cnn", channels=(16, 32, 64, 128),
+                                          kernel_size=3, **overrides))
+
+
+def ast_model(size: str = "tiny", **overrides) -> ml_collections.ConfigDict:
+    """Audio Spectrogram Transformer (Gong et al. 2021), DeiT sizes, strides 10."""
+    return ml_collections.ConfigDict(dict(name="ast", size=size, fstride=10, tstride=10,
+                                          **overrides))
+
+
+def lab_config(set_name: str, view: str, model: ml_collections.ConfigDict,
+               task: str = "genre") -> ml_collections.ConfigDict:
+    """A lab experiment: the report's training recipe (AdamW 1e-4, weight decay
+    1e-4, batch 32, early stopping with patience 3 on validation accuracy)."""
+    c = base_config()
+    c.task = task
+    c.data.set = set_name
+    c.data.view = view
+    c.model = model
+    if task != "genre":
+        c.train.select_metric = "spearman_mean"
+    return c

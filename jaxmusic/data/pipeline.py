@@ -1,0 +1,266 @@
+"""The tf.data input pipeline over prepared TFRecord shards.
+
+Per process: its own shards (shard ``i`` belongs to process ``i % process_count``)
+-> shuffle (training) -> decode raw bytes -> slice the feature view -> crop or
+zero-pad the time axis to ``max_length`` (the lab's policy: pad at the end,
+truncate longer clips) -> batch -> prefetch, yielding plain numpy dicts of fixed
+shapes::
+
+    {"features": f32[B, T, F], "lengths": i32[B], "mask": bool[B],
+     "label": i32[B]            (genre sets)
+     "targets": f32[B, 3]       (multitask sets; NaN where unlabelled)
+     "id": bytes[B]             (evaluation only)}
+
+Training batches are full (``drop_remainder``) and every process yields the same
+number per epoch. Evaluation batches keep every clip exactly once: the last
+batch is zero-padded with ``mask`` False, and processes with fewer clips yield
+fully masked batches so that all processes step together.
+
+Memory is bounded by the shuffle and prefetch buffers, not by the set size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from jaxmusic.data import lab
+from jaxmusic.data.tfrecords import feature_spec, read_manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedSet:
+    """A set written by ``jaxmusic prepare``, described by its manifest."""
+
+    dir: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> "PreparedSet":
+        path = Path(path)
+        return cls(path, read_manifest(path))
+
+    @property
+    def name(self) -> str:
+        return self.manifest["set"]
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.manifest["classes"]
+
+    def num_features(self, view: str) -> int:
+        lo, hi = self.view_columns(view)
+        return hi - lo
+
+    def view_columns(self, view: str) -> tuple[int, int]:
+        views = self.manifest["views"]
+        if view not in views:
+            raise lab.DatasetError(
+                f"view {view!r} is not stored in this set (stored: {self.manifest['view']}; "
+                f"available views: {sorted(views)})", file=self.dir / "manifest.json")
+        lo, hi = views[view]
+        return lo, hi
+
+    def has_split(self, split: str) -> bool:
+        return split in self.manifest["splits"]
+
+    def _split(self, split: str) -> dict:
+        if split not in self.manifest["splits"]:
+            raise lab.DatasetError(
+                f"split {split!r} is not in this prepared set (has: "
+                f"{sorted(self.manifest['splits'])})", file=self.dir / "manifest.json")
+        return self.manifest["splits"][split]
+
+    def shards(self, split: str, process_index: int = 0, process_count: int = 1) -> list[dict]:
+        shards = self._split(split)["shards"]
+        if process_count > len(shards):
+            raise lab.DatasetError(
+                f"split {split!r} has {len(shards)} shards for {process_count} processes: "
+                f"prepare with --shards >= {process_count}", file=self.dir / "manifest.json")
+        return shards[process_index::process_count]
+
+    def count(self, split: str, process_index: int | None = None, process_count: int = 1) -> int:
+        """Clips in a split, all of them or those of one process."""
+        if process_index is None:
+            return self._split(split)["count"]
+        return sum(s["count"] for s in self.shards(split, process_index, process_count))
+
+    def train_steps(self, split: str, batch_size: int, process_count: int = 1) -> int:
+        """Full batches per epoch that every process can deliver."""
+        return min(self.count(split, p, process_count) // batch_size
+                   for p in range(process_count))
+
+    def eval_steps(self, split: str, batch_size: int, process_count: int = 1) -> int:
+        """Batches per process that cover every clip of every process."""
+        return max(math.ceil(self.count(split, p, process_count) / batch_size)
+                   for p in range(process_count))
+
+    def max_length(self, split: str | None = None) -> int:
+        if split is None:
+            return self.manifest["max_length"]
+        return self._split(split)["length"]["max"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    batch_size: int                  # per process
+    max_length: int                  # frames after crop/pad
+    view: str = "fused"
+    shuffle_buffer: int = 1024
+    seed: int = 0
+    bucket_boundaries: tuple[int, ...] = ()  # optional length buckets (training)
+    prefetch: int = 2
+    parallel_reads: int = 4
+
+
+def _decode_fn(pset: PreparedSet, cfg: PipelineConfig, pad: bool):
+    import tensorflow as tf
+
+    spec = feature_spec(pset.kind)
+    dtype = {"float16": tf.float16, "float32": tf.float32}[pset.manifest["dtype"]]
+    lo, hi = pset.view_columns(cfg.view)
+    stored = pset.manifest["num_features"]
+    max_len = cfg.max_length
+
+    def decode(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        feats = tf.io.decode_raw(ex["features"], dtype, little_endian=True)
+        feats = tf.reshape(feats, [-1, stored])[:max_len, lo:hi]
+        feats = tf.cast(feats, tf.float32)
+        length = tf.shape(feats)[0]
+        if pad:
+            feats = tf.pad(feats, [[0, max_len - length], [0, 0]])
+            feats = tf.ensure_shape(feats, [max_len, hi - lo])
+        out = {"features": feats, "lengths": tf.cast(length, tf.int32),
+               "mask": tf.constant(True), "id": ex["id"]}
+        if pset.kind == "genre":
+            out["label"] = tf.cast(ex["label"], tf.int32)
+        else:
+            out["targets"] = ex["targets"]
+        return out
+
+    return decode
+
+
+def _files_dataset(pset: PreparedSet, split: str, process_index: int, process_count: int):
+    import tensorflow as tf
+
+    files = [str(pset.dir / s["file"]) for s in pset.shards(split, process_index, process_count)]
+    return tf.data.Dataset.from_tensor_slices(files)
+
+
+def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: int = 0,
+                  process_index: int = 0, process_count: int = 1,
+                  steps: int | None = None) -> Iterator[dict]:
+    """One epoch of shuffled full batches (``steps`` of them; by default as many
+    as every process can deliver). The order depends only on ``(seed, epoch)``,
+    so a resumed run sees the same batches as an uninterrupted one."""
+    import tensorflow as tf
+
+    if steps is None:
+        steps = pset.train_steps(split, cfg.batch_size, process_count)
+    if steps == 0:
+        raise lab.DatasetError(
+            f"split {split!r} has fewer clips per process than one batch of {cfg.batch_size}",
+            file=pset.dir / "manifest.json")
+    seed = int(np.random.SeedSequence([cfg.seed, epoch, process_index]).generate_state(1)[0] >> 1)
+    files = _files_dataset(pset, split, process_index, process_count).shuffle(64, seed=seed)
+    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=cfg.parallel_reads,
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.shuffle(cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=False)
+    if cfg.bucket_boundaries:
+        ds = ds.map(_decode_fn(pset, cfg, pad=False), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+        ds = _bucket(ds, cfg)
+    else:
+        ds = ds.map(_decode_fn(pset, cfg, pad=True), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+        ds = ds.batch(cfg.batch_size, drop_remainder=True)
+    # Repeat so that an epoch of `steps` batches is always available (bucketing
+    # can leave partial buckets behind), then cut it.
+    ds = ds.map(_drop_ids).repeat().take(steps).prefetch(cfg.prefetch)
+    yield from ds.as_numpy_iterator()
+
+
+def _drop_ids(batch):
+    return {k: v for k, v in batch.items() if k != "id"}
+
+
+def _bucket(ds, cfg: PipelineConfig):
+    import tensorflow as tf
+
+    bounds = sorted(set(list(cfg.bucket_boundaries) + [cfg.max_length]))
+    bounds = [b for b in bounds if b <= cfg.max_length]
+    bounds_t = tf.constant(bounds, tf.int32)
+
+    def key(ex):
+        return tf.cast(tf.searchsorted(bounds_t, [ex["lengths"]], side="left")[0], tf.int64)
+
+    def reduce(k, window):
+        width = tf.gather(bounds_t, k)
+        shapes = {"features": tf.cast(tf.stack([width, -1]), tf.int64), "lengths": [], "mask": [],
+                  "id": []}
+        shapes.update({n: ([] if n == "label" else [3]) for n in ("label", "targets")
+                       if n in window.element_spec})
+        return window.padded_batch(cfg.batch_size, padded_shapes=shapes, drop_remainder=True)
+
+    return ds.group_by_window(key_func=key, reduce_func=reduce, window_size=cfg.batch_size)
+
+
+def eval_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, process_index: int = 0,
+                 process_count: int = 1, steps: int | None = None) -> Iterator[dict]:
+    """Every clip of this process's shards exactly once, in shard order, in
+    fixed-shape batches; padding rows and extra batches have ``mask`` False."""
+    import tensorflow as tf
+
+    if steps is None:
+        steps = pset.eval_steps(split, cfg.batch_size, process_count)
+    ds = _files_dataset(pset, split, process_index, process_count)
+    ds = ds.flat_map(tf.data.TFRecordDataset)
+    ds = ds.map(_decode_fn(pset, cfg, pad=True), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.batch(cfg.batch_size, drop_remainder=False).prefetch(cfg.prefetch)
+    produced = 0
+    template = None
+    for batch in ds.as_numpy_iterator():
+        batch = _pad_batch(batch, cfg.batch_size)
+        template = batch
+        produced += 1
+        yield batch
+    if template is None:
+        template = _empty_batch(pset, cfg)
+    while produced < steps:
+        produced += 1
+        yield _pad_batch({k: v[:0] for k, v in template.items()}, cfg.batch_size)
+
+
+def _pad_batch(batch: dict, size: int) -> dict:
+    n = len(batch["mask"])
+    if n == size:
+        return batch
+    out = {}
+    for k, v in batch.items():
+        pad = (np.full((size - n,), b"", dtype=object) if v.dtype == object
+               else np.zeros((size - n,) + v.shape[1:], dtype=v.dtype))
+        out[k] = np.concatenate([v, pad])
+    out["mask"][n:] = False
+    return out
+
+
+def _empty_batch(pset: PreparedSet, cfg: PipelineConfig) -> dict:
+    out = {"features": np.zeros((0, cfg.max_length, pset.num_features(cfg.view)), np.float32),
+           "lengths": np.zeros((0,), np.int32), "mask": np.zeros((0,), bool),
+           "id": np.zeros((0,), object)}
+    if pset.kind == "genre":
+        out["label"] = np.zeros((0,), np.int32)
+    else:
+        out["targets"] = np.zeros((0, 3), np.float32)
+    return out

@@ -1,0 +1,352 @@
+"""`jaxmusic prepare`: one lab set -> sharded TFRecords, a manifest, tfds metadata.
+
+Output folder ``OUT/<set name>/``:
+
+* ``<set>-<split>.tfrecord-<i:05d>-of-<n:05d>`` for split in train, validation,
+  test: ``tf.train.Example`` records with ``id``, ``features`` (raw
+  little-endian float16/float32 bytes, row-major ``(length, num_features)``),
+  ``length``, ``num_features``, ``source`` and ``label`` + ``genre`` (genre sets)
+  or ``targets`` (multitask sets; NaN where the lab gives no label);
+* ``manifest.json``: counts per split and class, shard files with counts and
+  sha256, length statistics, the stored view, dtype, split seed, skipped items;
+* ``dataset_info.json`` + ``features.json``: tfds metadata, so
+  ``tfds.builder_from_directory(OUT/<set>)`` loads the shards too.
+
+The validation split is carved from train, seeded and stratified by class
+(genre) or by group (``train_groups.txt``: ``Id<TAB>Group``) so no group sits
+on both sides. Records stream one file at a time; output is byte-deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxmusic.data import lab
+
+FORMAT_VERSION = 1
+STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
+SPLITS = ("train", "validation", "test")
+
+
+def shard_name(set_name: str, split: str, index: int, count: int) -> str:
+    return f"{set_name}-{split}.tfrecord-{index:05d}-of-{count:05d}"
+
+
+# --- splitting ------------------------------------------------------------------
+
+def read_groups(set_dir: Path, split: str) -> dict[str, str] | None:
+    """``<split>_groups.txt`` (``Id<TAB>Group`` with a header), if present."""
+    path = set_dir / f"{split}_groups.txt"
+    if not path.exists():
+        return None
+    groups: dict[str, str] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, text in enumerate(lines[1:], start=2):
+        if not text.strip():
+            continue
+        parts = text.split("\t")
+        if len(parts) != 2:
+            raise lab.DatasetError(f"expected '<id><TAB><group>', got {text!r}",
+                                   file=path, line=lineno)
+        groups[parts[0].strip()] = parts[1].strip()
+    return groups
+
+
+def split_train_validation(entries: Sequence[lab.LabelEntry], fraction: float, seed: int,
+                           groups: dict[str, str] | None = None
+                           ) -> tuple[list[lab.LabelEntry], list[lab.LabelEntry]]:
+    """Seeded split of train entries; stratified by label; whole groups when given.
+
+    Each stratum (a class, or for multitask data everything) is shuffled with
+    its own seeded generator and ``round(fraction * n)`` items go to
+    validation, so the split is independent of the order of the label file.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return list(entries), []
+    if groups is not None:
+        missing = [e.id for e in entries if e.id not in groups]
+        if missing:
+            raise lab.DatasetError(f"{len(missing)} clips have no group (first: {missing[0]!r})",
+                                   file="train_groups.txt")
+        units: dict[str, list[lab.LabelEntry]] = {}
+        for e in entries:
+            units.setdefault(groups[e.id], []).append(e)
+    else:
+        units = {e.id: [e] for e in entries}
+    # Stratum of a unit: the most common label inside it (-1 for regression).
+    strata: dict[int, list[str]] = {}
+    for key, members in sorted(units.items()):
+        labels = [m.label for m in members if m.label is not None]
+        stratum = max(set(labels), key=labels.count) if labels else -1
+        strata.setdefault(stratum, []).append(key)
+    # Largest-remainder allocation: the validation share is round(fraction * N)
+    # overall and as close to `fraction` as whole units allow in every stratum.
+    sizes = {st: sum(len(units[k]) for k in keys) for st, keys in strata.items()}
+    want = {st: fraction * n for st, n in sizes.items()}
+    quota = {st: int(w) for st, w in want.items()}
+    spare = round(fraction * sum(sizes.values())) - sum(quota.values())
+    for st in sorted(strata, key=lambda st: (-(want[st] - quota[st]), st))[:max(spare, 0)]:
+        quota[st] += 1
+    val_keys: set[str] = set()
+    for stratum, keys in sorted(strata.items()):
+        rng = np.random.default_rng([seed, stratum + 1])
+        taken = 0
+        for i in rng.permutation(len(keys)):
+            if taken >= quota[stratum]:
+                break
+            val_keys.add(keys[i])
+            taken += len(units[keys[i]])
+    train = [e for e in entries if (groups[e.id] if groups else e.id) not in val_keys]
+    val = [e for e in entries if (groups[e.id] if groups else e.id) in val_keys]
+    return train, val
+
+
+# --- encoding -------------------------------------------------------------------
+
+def encode_example(rec: lab.Record, kind: str, dtype: np.dtype, view: str) -> bytes:
+    import tensorflow as tf
+
+    lo, hi = lab.VIEWS[view]
+    feats = np.ascontiguousarray(rec.features[:, lo:hi], dtype=np.dtype(dtype).newbyteorder("<"))
+    f = {
+        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rec.id.encode()])),
+        "features": tf.train.Feature(bytes_list=tf.train.BytesList(value=[feats.tobytes()])),
+        "length": tf.train.Feature(int64_list=tf.train.Int64List(value=[rec.length])),
+        "num_features": tf.train.Feature(int64_list=tf.train.Int64List(value=[hi - lo])),
+        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rec.source.encode()])),
+    }
+    if kind == "genre":
+        f["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[rec.label]))
+        f["genre"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[rec.genre.encode()]))
+    else:
+        targets = rec.targets if rec.targets is not None else np.full(3, np.nan, np.float32)
+        f["targets"] = tf.train.Feature(float_list=tf.train.FloatList(value=list(targets)))
+    return tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString()
+
+
+def feature_spec(kind: str) -> dict:
+    """The tf.io parse spec of one stored example."""
+    import tensorflow as tf
+
+    spec = {
+        "id": tf.io.FixedLenFeature([], tf.string),
+        "features": tf.io.FixedLenFeature([], tf.string),
+        "length": tf.io.FixedLenFeature([], tf.int64),
+        "num_features": tf.io.FixedLenFeature([], tf.int64),
+        "source": tf.io.FixedLenFeature([], tf.string),
+    }
+    if kind == "genre":
+        spec["label"] = tf.io.FixedLenFeature([], tf.int64)
+        spec["genre"] = tf.io.FixedLenFeature([], tf.string)
+    else:
+        spec["targets"] = tf.io.FixedLenFeature([3], tf.float32)
+    return spec
+
+
+# --- writing ------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class PrepareOptions:
+    shards: int = 4
+    validation_fraction: float = 0.2
+    seed: int = 0
+    dtype: str = "float16"
+    view: str = "fused"
+    skip_bad: bool = False
+    group_split: bool = True
+    progress: bool = True
+
+
+def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
+                 entries: Sequence[lab.LabelEntry], kind: str, opts: PrepareOptions,
+                 skipped: lab.SkipLog | None, bar) -> dict:
+    import tensorflow as tf
+
+    n = max(1, min(opts.shards, len(entries)))
+    names = [shard_name(set_name, split, i, n) for i in range(n)]
+    counts = [0] * n
+    lengths: list[int] = []
+    per_class: dict[str, int] = {}
+    classes = lab.class_map(set_dir).classes
+    writers = [tf.io.TFRecordWriter(str(out / (nm + ".tmp"))) for nm in names]
+    try:
+        written = 0
+        for rec in lab.iter_records(set_dir, "train" if split == "validation" else split,
+                                    skipped=skipped, entries=entries):
+            shard = written % n  # round-robin: balanced shards
+            writers[shard].write(encode_example(rec, kind, STORE_DTYPES[opts.dtype], opts.view))
+            counts[shard] += 1
+            written += 1
+            lengths.append(rec.length)
+            if rec.label is not None:
+                per_class[classes[rec.label]] = per_class.get(classes[rec.label], 0) + 1
+            bar.update(1)
+    finally:
+        for w in writers:
+            w.close()
+    shards = []
+    for nm, c in zip(names, counts):
+        os.replace(out / (nm + ".tmp"), out / nm)
+        digest = hashlib.sha256((out / nm).read_bytes()).hexdigest()
+        shards.append({"file": nm, "count": c, "sha256": digest})
+    lengths_arr = np.asarray(lengths or [0])
+    return {
+        "count": int(sum(counts)),
+        "per_class": {c: per_class.get(c, 0) for c in classes} if kind == "genre" else None,
+        "shards": shards,
+        "length": {"min": int(lengths_arr.min()), "max": int(lengths_arr.max()),
+                   "mean": float(lengths_arr.mean()), "median": float(np.median(lengths_arr))},
+        "labelled": kind == "genre" or all(e.targets is not None for e in entries),
+    }
+
+
+def prepare(source: str | os.PathLike, set_name: str, out_dir: str | os.PathLike,
+            opts: PrepareOptions | None = None) -> dict:
+    """Convert ``source/set_name`` to shards in ``out_dir/set_name``; returns the manifest."""
+    from tqdm import tqdm
+
+    opts = opts or PrepareOptions()
+    if opts.dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORE_DTYPES)}, got {opts.dtype!r}")
+    if opts.view not in lab.VIEWS:
+        raise ValueError(f"view must be one of {sorted(lab.VIEWS)}, got {opts.view!r}")
+    set_dir = Path(source) / set_name
+    if not set_dir.is_dir():
+        raise lab.DatasetError("set folder is missing", file=set_dir)
+    info = lab.set_info(set_dir)
+    cmap = lab.class_map(set_dir)
+    out = Path(out_dir) / set_name
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob(f"{set_name}-*.tfrecord-*"):
+        old.unlink()
+    skipped = lab.SkipLog() if opts.skip_bad else None
+
+    entries = {s: lab.read_labels(set_dir, s, skipped=skipped) for s in lab.SPLITS}
+    merge = {s: lab.merge_counts(e, cmap) for s, e in entries.items()} if info.kind == "genre" else None
+    kept = {s: [e for e in es if e.genre is None or e.label is not None]
+            for s, es in entries.items()}
+    groups = read_groups(set_dir, "train") if opts.group_split else None
+    train, val = split_train_validation(kept["train"], opts.validation_fraction, opts.seed, groups)
+    parts = {"train": train, "validation": val, "test": kept["test"]}
+
+    total = sum(len(v) for v in parts.values())
+    splits = {}
+    with tqdm(total=total, desc=f"prepare {set_name}", unit="clip",
+              disable=not opts.progress) as bar:
+        for split, es in parts.items():
+            if es:
+                splits[split] = _write_split(out, set_name, split, set_dir, es, info.kind,
+                                             opts, skipped, bar)
+    lo, hi = lab.VIEWS[opts.view]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "set": set_name,
+        "kind": info.kind,
+        "beat": info.beat,
+        "source": str(set_dir.resolve()),
+        "view": opts.view,
+        "num_features": hi - lo,
+        "views": {k: [a - lo, b - lo] for k, (a, b) in lab.VIEWS.items() if lo <= a and b <= hi},
+        "dtype": opts.dtype,
+        "classes": list(cmap.classes) if info.kind == "genre" else None,
+        "targets": list(lab.TARGETS) if info.kind == "multitask" else None,
+        "split": {"validation_fraction": opts.validation_fraction, "seed": opts.seed,
+                  "stratified": info.kind == "genre", "grouped": groups is not None},
+        "max_length": max((s["length"]["max"] for s in splits.values()), default=0),
+        "splits": splits,
+        "class_merge": merge,
+        "skipped": skipped.items if skipped is not None else [],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_tfds_metadata(out, manifest)
+    return manifest
+
+
+def _write_tfds_metadata(out: Path, manifest: dict) -> None:
+    """Make the shards loadable with ``tfds.builder_from_directory``."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    feats = {
+        "id": tfds.features.Text(),
+        "features": tfds.features.Tensor(shape=(), dtype=tf.string),
+        "length": tfds.features.Scalar(dtype=tf.int64),
+        "num_features": tfds.features.Scalar(dtype=tf.int64),
+        "source": tfds.features.Text(),
+    }
+    if manifest["kind"] == "genre":
+        feats["label"] = tfds.features.ClassLabel(names=manifest["classes"])
+        feats["genre"] = tfds.features.Text()
+    else:
+        feats["targets"] = tfds.features.Tensor(shape=(3,), dtype=tf.float32)
+    split_infos = [
+        tfds.core.SplitInfo(name=split, shard_lengths=[s["count"] for s in info["shards"]],
+                            num_bytes=sum((out / s["file"]).stat().st_size for s in info["shards"]))
+        for split, info in manifest["splits"].items()]
+    tfds.folder_dataset.write_metadata(
+        data_dir=str(out), features=tfds.features.FeaturesDict(feats), split_infos=split_infos,
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        check_data=False,
+        description=(f"jaxmusic prepared set {manifest['set']}: features are raw "
+                     f"{manifest['dtype']} bytes of shape (length, num_features)."))
+
+
+def read_manifest(prepared_set_dir: str | os.PathLike) -> dict:
+    path = Path(prepared_set_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise lab.DatasetError("no manifest.json: run `jaxmusic prepare` for this set first",
+                               file=path) from None
+    except json.JSONDecodeError as e:
+        raise lab.DatasetError(f"manifest is not valid JSON ({e})", file=path) from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise lab.DatasetError(f"manifest format {manifest.get('format_version')} is not "
+                               f"{FORMAT_VERSION}: prepare the set again", file=path)
+    return manifest
+
+
+# --- CLI ----------------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--source", required=True, help="lab data root (holds the set folders)")
+    parser.add_argument("--set", dest="sets", action="append", required=True,
+                        help="set name, e.g. fma_genre_spectrograms (repeat for several)")
+    parser.add_argument("--out", required=True, help="output root; shards go to OUT/<set>/")
+    parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4)")
+    parser.add_argument("--validation-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0, help="split seed")
+    parser.add_argument("--dtype", choices=sorted(STORE_DTYPES), default="float16",
+                        help="stored feature dtype (default float16)")
+    parser.add_argument("--view", choices=sorted(lab.VIEWS), default="fused",
+                        help="feature columns to store (default fused: mel and chroma)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip bad items, recording each with its reason in the manifest")
+    parser.add_argument("--no-group-split", action="store_true",
+                        help="ignore train_groups.txt when splitting")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run(args) -> int:
+    opts = PrepareOptions(shards=args.shards, validation_fraction=args.validation_fraction,
+                          seed=args.seed, dtype=args.dtype, view=args.view,
+                          skip_bad=args.skip_bad, group_split=not args.no_group_split,
+                          progress=not args.quiet)
+    for set_name in args.sets:
+        m = prepare(args.source, set_name, args.out, opts)
+        counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())
+        print(f"{set_name}: {counts} clips; max length {m['max_length']}; "
+              f"{len(m['skipped'])} skipped -> {Path(args.out) / set_name}")
+        for item in m["skipped"]:
+            where = f"{item['file']}:{item['line']}" if item["line"] else item["file"]
+            print(f"  skipped {where}: {item['reason']}")
+    return 0

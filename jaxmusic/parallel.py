@@ -1,0 +1,101 @@
+"""Devices, processes and shardings: the one place that knows about them.
+
+Data parallelism over a 1-D mesh of every device of every process (axis
+``data``): batches are split along it, parameters and optimiser state are
+replicated. Each process feeds its own slice of the global batch from its own
+shards; :func:`to_global` turns that process-local numpy into a global
+``jax.Array``. The same code runs on one CPU, N simulated CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=N``), a multi-GPU host or a
+multi-host cluster (after :func:`init_distributed`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None, timeout_s: int = 120) -> None:
+    """Join JAX's multi-controller runtime.
+
+    Arguments come from flags or from ``JAXMUSIC_COORDINATOR``,
+    ``JAXMUSIC_NUM_PROCESSES`` and ``JAXMUSIC_PROCESS_ID``; with none of them,
+    ``jax.distributed.initialize()`` auto-detects SLURM, Open MPI and TPU pods.
+    On CPU the collectives go over gloo.
+    """
+    coordinator = coordinator or os.environ.get("JAXMUSIC_COORDINATOR")
+    if num_processes is None and "JAXMUSIC_NUM_PROCESSES" in os.environ:
+        num_processes = int(os.environ["JAXMUSIC_NUM_PROCESSES"])
+    if process_id is None and "JAXMUSIC_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["JAXMUSIC_PROCESS_ID"])
+    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {"initialization_timeout": timeout_s}
+    if coordinator is not None:
+        kwargs.update(coordinator_address=coordinator, num_processes=num_processes,
+                      process_id=process_id)
+    jax.distributed.initialize(**kwargs)
+
+
+def make_mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def local_batch_size(global_batch: int) -> int:
+    """This process's share of a global batch; checks it splits over devices."""
+    n_dev, n_proc = jax.device_count(), jax.process_count()
+    if global_batch % n_dev:
+        raise ValueError(f"batch size {global_batch} does not split over {n_dev} devices")
+    return global_batch // n_proc
+
+
+def to_global(batch: dict, mesh: Mesh) -> dict:
+    """Process-local numpy batch -> global arrays sharded on the data axis."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v)
+            for k, v in batch.items() if v.dtype != object}
+
+
+def gather(x: jax.Array) -> np.ndarray:
+    """A global array as numpy on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def gather_host(x: np.ndarray) -> np.ndarray:
+    """Concatenate a process-local numpy array over processes (process order)."""
+    if jax.process_count() == 1:
+        return x
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def gather_host_strings(ids: np.ndarray, width: int = 128) -> np.ndarray:
+    """Like :func:`gather_host` for an array of bytes (ids), via fixed-width uint8."""
+    if jax.process_count() == 1:
+        return ids
+    buf = np.zeros((len(ids), width), np.uint8)
+    for i, s in enumerate(ids):
+        b = bytes(s)[:width]
+        buf[i, : len(b)] = np.frombuffer(b, np.uint8)
+    allbuf = gather_host(buf)
+    return np.asarray([bytes(row).rstrip(b"\0") for row in allbuf], dtype=object)

@@ -1,0 +1,170 @@
+"""`jaxmusic prepare` and the tf.data pipeline: round trips, splits, shards, batches."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from jaxmusic.data import lab, pipeline, tfrecords
+from tests.conftest import write_genre_set, write_multitask_set
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    written = write_genre_set(root / "data", n_train=60, n_test=23, lengths=(30, 70))
+    mt_written, mt_targets = write_multitask_set(root / "data")
+    opts = tfrecords.PrepareOptions(shards=3, dtype="float32", progress=False)
+    manifest = tfrecords.prepare(root / "data", "fma_genre_spectrograms", root / "out", opts)
+    tfrecords.prepare(root / "data", "multitask_dataset", root / "out",
+                      tfrecords.PrepareOptions(shards=2, dtype="float16", progress=False))
+    return root, written, manifest, mt_written, mt_targets
+
+
+def _eval_all(pset, split, cfg, **kw):
+    out = collections.defaultdict(list)
+    for b in pipeline.eval_batches(pset, split, cfg, **kw):
+        for k, v in b.items():
+            out[k].append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def test_manifest_counts_and_merge(prepared):
+    root, written, m, *_ = prepared
+    kept_train = sum(1 for i in range(60) if i % 6 != 3)  # Indie-Rock (index 3) dropped
+    assert m["splits"]["train"]["count"] + m["splits"]["validation"]["count"] == kept_train
+    assert m["splits"]["test"]["count"] == sum(1 for i in range(23) if i % 6 != 3)
+    assert m["class_merge"]["train"]["dropped_by_merge"]["count"] == 10
+    assert m["max_length"] == max(f.shape[0] for s in written.values() for f in s.values())
+    for split in m["splits"].values():
+        assert sum(s["count"] for s in split["shards"]) == split["count"]
+        assert len(split["shards"]) == 3
+
+
+def test_round_trip_bit_exact_float32(prepared):
+    root, written, m, *_ = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
+    cfg = pipeline.PipelineConfig(batch_size=7, max_length=m["max_length"], view="fused")
+    got = _eval_all(pset, "test", cfg)
+    mask = got["mask"]
+    assert mask.sum() == m["splits"]["test"]["count"]
+    ids = [i.decode() for i in got["id"][mask]]
+    assert len(set(ids)) == len(ids)  # every clip exactly once
+    labels = {e.id: e.label for e in lab.read_labels(root / "data" / "fma_genre_spectrograms", "test")}
+    for row, clip_id in zip(np.flatnonzero(mask), ids):
+        feats = written["test"][clip_id]
+        n = feats.shape[0]
+        assert got["lengths"][row] == n
+        np.testing.assert_array_equal(got["features"][row, :n], feats)  # bit-exact
+        assert not got["features"][row, n:].any()  # zero padding at the end
+        assert got["label"][row] == labels[clip_id]
+    assert not got["features"][~mask].any() and not got["lengths"][~mask].any()
+
+
+def test_float16_view_and_crop(prepared):
+    root, _, _, mt_written, mt_targets = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "multitask_dataset")
+    cfg = pipeline.PipelineConfig(batch_size=4, max_length=35, view="chroma")
+    got = _eval_all(pset, "validation", cfg)
+    for row in np.flatnonzero(got["mask"]):
+        clip_id = got["id"][row].decode()
+        feats = mt_written["train"][clip_id][:35, 128:140]  # lab policy: truncate the end
+        np.testing.assert_array_equal(got["features"][row, : len(feats)],
+                                      feats.astype(np.float16).astype(np.float32))
+        assert got["lengths"][row] == len(feats)
+        np.testing.assert_allclose(got["targets"][row], mt_targets[clip_id], atol=1e-6)
+    test = _eval_all(pset, "test", cfg)
+    assert test["mask"].sum() == 6 and np.isnan(test["targets"][test["mask"]]).all()
+
+
+def test_prepare_is_byte_deterministic(prepared, tmp_path):
+    root, _, m, *_ = prepared
+    opts = tfrecords.PrepareOptions(shards=3, dtype="float32", progress=False)
+    m2 = tfrecords.prepare(root / "data", "fma_genre_spectrograms", tmp_path, opts)
+    for split in ("train", "validation", "test"):
+        assert ([s["sha256"] for s in m2["splits"][split]["shards"]]
+                == [s["sha256"] for s in m["splits"][split]["shards"]])
+
+
+def test_split_is_seeded_and_stratified(tmp_path):
+    entries = [lab.LabelEntry(f"c{i:03d}", tmp_path, i + 2, None, genre="x", label=i % 4)
+               for i in range(200)]
+    train, val = tfrecords.split_train_validation(entries, 0.2, seed=3)
+    train2, val2 = tfrecords.split_train_validation(list(reversed(entries)), 0.2, seed=3)
+    assert sorted(e.id for e in val) == sorted(e.id for e in val2)
+    assert collections.Counter(e.label for e in val) == {0: 10, 1: 10, 2: 10, 3: 10}
+    assert not {e.id for e in train} & {e.id for e in val}
+    assert len(train) + len(val) == 200
+    _, val3 = tfrecords.split_train_validation(entries, 0.2, seed=4)
+    assert {e.id for e in val3} != {e.id for e in val}
+
+
+def test_group_split_keeps_groups_together(tmp_path):
+    entries = [lab.LabelEntry(f"c{i:03d}", tmp_path, i + 2, None, genre="x", label=i % 3)
+               for i in range(120)]
+    groups = {e.id: f"song{int(e.id[1:]) // 4}" for e in entries}
+    train, val = tfrecords.split_train_validation(entries, 0.25, seed=0, groups=groups)
+    assert {groups[e.id] for e in train}.isdisjoint({groups[e.id] for e in val})
+    assert 20 <= len(val) <= 40
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+def test_process_sharding_covers_every_clip_once(prepared, processes):
+    root, _, m, *_ = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
+    cfg = pipeline.PipelineConfig(batch_size=5, max_length=70, view="mel")
+    seen, steps = [], set()
+    for p in range(processes):
+        got = _eval_all(pset, "train", cfg, process_index=p, process_count=processes)
+        steps.add(len(got["mask"]) // 5)
+        seen += [i.decode() for i in got["id"][got["mask"]]]
+    assert len(steps) == 1  # every process steps together
+    assert len(seen) == len(set(seen)) == m["splits"]["train"]["count"]
+    shard_files = [s["file"] for p in range(processes)
+                   for s in pset.shards("train", p, processes)]
+    assert sorted(shard_files) == sorted(s["file"] for s in m["splits"]["train"]["shards"])
+
+
+def test_train_batches_fixed_shape_and_seeded(prepared):
+    root, *_ = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
+    cfg = pipeline.PipelineConfig(batch_size=8, max_length=50, view="fused", seed=1)
+    a = list(pipeline.train_batches(pset, "train", cfg, epoch=0))
+    b = list(pipeline.train_batches(pset, "train", cfg, epoch=0))
+    c = list(pipeline.train_batches(pset, "train", cfg, epoch=1))
+    assert len(a) == pset.count("train") // 8
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["features"], y["features"])
+    assert any((x["label"] != z["label"]).any() for x, z in zip(a, c))
+    for x in a:
+        assert x["features"].shape == (8, 50, 140) and x["mask"].all()
+        assert (x["lengths"] <= 50).all()
+        for row, n in enumerate(x["lengths"]):
+            assert not x["features"][row, n:].any()
+
+
+def test_tfds_can_load_the_shards(prepared):
+    import tensorflow_datasets as tfds
+
+    root, *_ = prepared
+    builder = tfds.builder_from_directory(str(root / "out" / "fma_genre_spectrograms"))
+    assert builder.info.splits["test"].num_examples == 19
+    assert builder.info.features["label"].names == list(lab.CLASSES)
+    ex = next(iter(tfds.as_numpy(builder.as_dataset(split="test"))))
+    feats = np.frombuffer(ex["features"], "<f4").reshape(ex["length"], ex["num_features"])
+    assert feats.shape[1] == 140
+
+
+def test_skip_bad_lands_in_manifest(tmp_path):
+    write_genre_set(tmp_path / "data", n_train=12, n_test=4)
+    bad = tmp_path / "data" / "fma_genre_spectrograms" / "train" / lab.feature_file_name("tr0001")
+    bad.write_bytes(b"garbage")
+    with pytest.raises(lab.DatasetError, match="tr0001"):
+        tfrecords.prepare(tmp_path / "data", "fma_genre_spectrograms", tmp_path / "o",
+                          tfrecords.PrepareOptions(progress=False))
+    m = tfrecords.prepare(tmp_path / "data", "fma_genre_spectrograms", tmp_path / "o",
+                          tfrecords.PrepareOptions(progress=False, skip_bad=True))
+    assert [s["id"] for s in m["skipped"]] == ["tr0001"]
+    assert m["splits"]["train"]["count"] + m["splits"]["validation"]["count"] == 9
