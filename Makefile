@@ -40,3 +40,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(DATA) $(PREP) runs
+
+test-distributed: $(STAMP)
+	$(PY) -m pytest -q tests/test_distributed.py

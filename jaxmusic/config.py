@@ -33,6 +33,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_sets = ()          # extra prepared sets to test on ((): the twin full/beat set)
     c.data.shuffle_buffer = 1024
     c.data.bucket_boundaries = ()  # optional length buckets for training
+    c.data.readers = 0             # input streams per global batch (0: one per process);
+                                   # fix it to make batches independent of the topology
     c.data.targets = ("valence", "energy", "danceability")  # regression axes used
 
     c.model = ml_collections.ConfigDict()

@@ -22,14 +22,19 @@ DATA_AXIS = "data"
 
 
 def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                     process_id: int | None = None, timeout_s: int = 120) -> None:
+                     process_id: int | None = None, timeout_s: int = 120,
+                     heartbeat_timeout_s: int | None = None) -> None:
     """Join JAX's multi-controller runtime.
 
     Arguments come from flags or from ``JAXMUSIC_COORDINATOR``,
     ``JAXMUSIC_NUM_PROCESSES`` and ``JAXMUSIC_PROCESS_ID``; with none of them,
     ``jax.distributed.initialize()`` auto-detects SLURM, Open MPI and TPU pods.
-    On CPU the collectives go over gloo.
+    On CPU the collectives go over gloo. A process that dies is noticed by the
+    others within ``heartbeat_timeout_s`` (``JAXMUSIC_HEARTBEAT_TIMEOUT``, default
+    60 s), and they fail instead of hanging.
     """
+    if heartbeat_timeout_s is None:
+        heartbeat_timeout_s = int(os.environ.get("JAXMUSIC_HEARTBEAT_TIMEOUT", "60"))
     coordinator = coordinator or os.environ.get("JAXMUSIC_COORDINATOR")
     if num_processes is None and "JAXMUSIC_NUM_PROCESSES" in os.environ:
         num_processes = int(os.environ["JAXMUSIC_NUM_PROCESSES"])
@@ -37,7 +42,8 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
         process_id = int(os.environ["JAXMUSIC_PROCESS_ID"])
     if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = {"initialization_timeout": timeout_s}
+    kwargs = {"initialization_timeout": timeout_s,
+              "heartbeat_timeout_seconds": heartbeat_timeout_s}
     if coordinator is not None:
         kwargs.update(coordinator_address=coordinator, num_processes=num_processes,
                       process_id=process_id)

@@ -253,17 +253,36 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
     mesh = parallel.make_mesh()
     run = build_run(config)
     t = config.train
-    # input
+    # input: `readers` logical streams, each over its own shards, make up every
+    # global batch; a process runs its share of them. The batches are the same
+    # whatever the number of processes, so results do not depend on topology.
     micro_batch = t.batch_size // max(1, t.grad_accum_steps)
-    local_bs = parallel.local_batch_size(micro_batch)
-    pcfg = PipelineConfig(batch_size=local_bs, max_length=run.max_length,
+    parallel.local_batch_size(micro_batch)  # checks that it splits over the devices
+    n_proc, p_idx = jax.process_count(), jax.process_index()
+    readers = config.data.readers or n_proc
+    if readers % n_proc or micro_batch % readers:
+        raise ValueError(f"data.readers={readers} must be a multiple of the process count "
+                         f"({n_proc}) and divide the batch ({micro_batch})")
+    if config.data.bucket_boundaries and readers > 1:
+        raise ValueError("data.bucket_boundaries needs a single input stream (one process, "
+                         "data.readers=1): streams would bucket to different lengths")
+    my_readers = range(p_idx * readers // n_proc, (p_idx + 1) * readers // n_proc)
+    pcfg = PipelineConfig(batch_size=micro_batch // readers, max_length=run.max_length,
                           view=config.data.view, seed=t.seed,
                           shuffle_buffer=config.data.shuffle_buffer,
                           bucket_boundaries=tuple(config.data.bucket_boundaries))
-    n_proc, p_idx = jax.process_count(), jax.process_index()
-    steps_per_epoch = run.pset.train_steps("train", local_bs, n_proc)
+    steps_per_epoch = run.pset.train_steps("train", pcfg.batch_size, readers)
     if t.overfit_batches:
         steps_per_epoch = min(steps_per_epoch, t.overfit_batches)
+
+    def epoch_batches(epoch: int) -> Iterator[dict]:
+        streams = [train_batches(run.pset, "train", pcfg, epoch=epoch, process_index=r,
+                                 process_count=readers, steps=steps_per_epoch)
+                   for r in my_readers]
+        for parts in zip(*streams):
+            yield parts[0] if len(parts) == 1 else {
+                k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     # model + shard
     state = init_state(run, mesh, steps_per_epoch // max(1, t.grad_accum_steps))
     train_step, eval_step = make_steps(run, mesh, freeze_backbone=t.freeze_backbone)
@@ -284,14 +303,11 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
     has_val = run.pset.has_split("validation") and not t.overfit_batches
     overfit_cache = None
     if t.overfit_batches:
-        overfit_cache = list(train_batches(run.pset, "train", pcfg, epoch=0, process_index=p_idx,
-                                           process_count=n_proc, steps=steps_per_epoch))
+        overfit_cache = list(epoch_batches(0))
 
     # loop
     for epoch in range(meta["epoch"] + 1, t.epochs):
-        batches: Iterator[dict] = iter(overfit_cache) if overfit_cache else train_batches(
-            run.pset, "train", pcfg, epoch=epoch, process_index=p_idx, process_count=n_proc,
-            steps=steps_per_epoch)
+        batches = iter(overfit_cache) if overfit_cache else epoch_batches(epoch)
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{t.epochs}", progress and main)
         pending, sums, count = [], {}, 0
         t0 = time.perf_counter()

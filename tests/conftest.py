@@ -68,3 +68,24 @@ def write_multitask_set(root: Path, name: str = "multitask_dataset", n_train: in
 def genre_root(tmp_path):
     written = write_genre_set(tmp_path)
     return tmp_path, written
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """The embedded sample dataset, size tiny, in the lab layout."""
+    from jaxmusic.data import sample
+
+    root = tmp_path_factory.mktemp("sample") / "data"
+    sample.generate(root, size="tiny", seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_data, tmp_path_factory):
+    """All four tiny sample sets as TFRecords (2 shards per split)."""
+    from jaxmusic.data import tfrecords
+
+    out = tmp_path_factory.mktemp("prepared")
+    for name in lab.SETS:
+        tfrecords.prepare(tiny_data, name, out, tfrecords.PrepareOptions(shards=2, progress=False))
+    return out

@@ -40,7 +40,7 @@ def summarise_lab_set(set_dir: Path, progress: bool = True) -> dict:
                        "median": float(np.median(lengths_arr))},
         }
         if info.kind == "genre":
-            summary["classes"] = lab.merge_counts(entries, cmap)
+            out.setdefault("class_merge", {})[split] = lab.merge_counts(entries, cmap)
         out["splits"][split] = summary
     return out
 
@@ -52,24 +52,24 @@ def plot_merge_histogram(summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    splits = [s for s in summary["splits"].values() if "classes" in s]
     before: dict[str, int] = {}
     after: dict[str, int] = {}
-    for s in splits:
-        for k, v in s["classes"]["before"].items():
+    for s in summary["class_merge"].values():
+        for k, v in s["before"].items():
             before[k] = before.get(k, 0) + v
-        for k, v in s["classes"]["after"].items():
+        for k, v in s["after"].items():
             after[k] = after.get(k, 0) + v
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [2, 1]})
-    for ax, counts, title in ((axes[0], before, "before the merge (genre strings)"),
-                              (axes[1], after, "after the merge (classes)")):
+    for ax, counts, title in ((axes[0], before, f"before the merge ({len(before)} genre strings)"),
+                              (axes[1], after, f"after the merge ({len(after)} classes)")):
         names = sorted(counts)
         ax.bar(names, [counts[n] for n in names], color="tab:blue")
-        ax.set_title(f"{summary['set']}: clips per genre, {title}")
+        ax.set_title(title)
         ax.set_ylabel("clips (train + test)")
         ax.tick_params(axis="x", rotation=60)
         for lbl in ax.get_xticklabels():
             lbl.set_horizontalalignment("right")
+    fig.suptitle(f"{summary['set']}: clips per genre (train + test)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -96,10 +96,7 @@ def run(args) -> int:
                    "splits": {s: {"clips": v["count"], "length": v["length"],
                                   "per_class": v["per_class"], "shards": len(v["shards"])}
                               for s, v in m["splits"].items()},
-                   "skipped": len(m["skipped"])}
-        if m["class_merge"]:
-            for s, v in m["class_merge"].items():
-                summary["splits"].setdefault(s, {})["classes"] = v
+                   "skipped": len(m["skipped"]), "class_merge": m["class_merge"]}
     else:
         summary = summarise_lab_set(path, progress=not args.quiet)
     if args.json:
@@ -124,10 +121,10 @@ def _print_summary(summary: dict) -> None:
         if s.get("example_file_shape"):
             views = ", ".join(f"{v} (T, {n})" for v, n in s["views"].items())
             print(f"             file shape {tuple(s['example_file_shape'])}; views: {views}")
-        classes = s.get("classes")
-        if classes:
-            after = ", ".join(f"{k} {v}" for k, v in classes["after"].items())
-            print(f"             classes: {after}; dropped by the merge: "
-                  f"{classes['dropped_by_merge']['count']}")
-        elif s.get("per_class"):
+        if s.get("per_class"):
             print("             classes: " + ", ".join(f"{k} {v}" for k, v in s["per_class"].items()))
+    for split, merge in (summary.get("class_merge") or {}).items():
+        before = ", ".join(f"{k} {v}" for k, v in merge["before"].items())
+        print(f"  {split}_labels.txt genre strings: {before}")
+        print(f"             after the merge: " + ", ".join(f"{k} {v}" for k, v in merge["after"].items())
+              + f"; dropped by the merge: {merge['dropped_by_merge']['count']}")

@@ -103,6 +103,7 @@ GZ_LEVEL = 1   # gzip level of the feature files: any level reads back the same;
 #   p_major, p7      probability of the major mode, of seventh chords
 #   register         MIDI centre of the chord voicing; bass: bass pattern
 #   rolloff, odd     partial power ~ h^-rolloff; odd-only partials (square waves)
+#   bright           instrument brightness: partials fall 18 dB/octave above it (Hz)
 #   formants         [(Hz, dB, width in octaves)] bumps of the instrument timbre
 #   tilt, cutoff     recording chain: dB/octave around 1 kHz, low-pass corner (Hz)
 #   noise            hiss level (dB, absolute: the music sits at `loud`)
@@ -111,12 +112,12 @@ GZ_LEVEL = 1   # gzip level of the feature files: any level reads back the same;
 #   melody, mel_div, mel_formant   melody level (dB, None = no melody), notes per beat, formant Hz
 #   sharp            chroma sharpness exponent (high = clean tonal chroma)
 
-_BASE = dict(tempo=115.0, tempo_sd=0.12, drums="rock", perc=-3.0, kick=0.0, snare=0.0, hat=-6.0,
+_BASE = dict(tempo=115.0, tempo_sd=0.12, drums="rock", perc=-3.0, kick=0.0, snare=3.0, hat=0.0,
              decay=4.0, swing=0.03, sync=0.15, jitter=12.0, drift=0.006, prog="pop",
              chord_beats=(4,), comp="eighth", sustain=0.6, hdecay=10.0, p_major=0.6, p7=0.1,
              register=55, bass="beat", rolloff=1.6, odd=False, formants=((800.0, 3.0, 0.7),),
              tilt=-4.0, cutoff=6000.0, noise=-65.0, dist=-30.0, dyn=3.0, loud=-9.0,
-             melody=-4.0, mel_div=1, mel_formant=2000.0, sharp=1.4)
+             melody=-4.0, mel_div=1, mel_formant=2000.0, sharp=1.4, bright=2500.0)
 
 
 def _g(**kw) -> dict:
@@ -136,42 +137,42 @@ GENRES: dict[str, dict] = {
     "Post-Rock": _g(tempo=104, tempo_sd=0.15, drums="rock", perc=-6, dist=-14, tilt=-4.5,
                     cutoff=5000, comp="arp8", sustain=0.9, hdecay=25, chord_beats=(8,),
                     p_major=0.45, dyn=7, melody=None, loud=-11, prog="modal"),
-    "Psych-Folk": _g(tempo=96, tempo_sd=0.16, drums="folk", perc=-12, decay=3, hat=-8,
+    "Psych-Folk": _g(tempo=96, tempo_sd=0.16, drums="folk", perc=-12, decay=3, hat=-2, bright=2400,
                      comp="strum", sustain=0.5, hdecay=12, chord_beats=(8,), p_major=0.45,
                      tilt=-5, cutoff=4200, noise=-52, loud=-13, dist=-40, jitter=20,
                      formants=((500.0, 4.0, 0.9),), melody=-4, sharp=1.6),
-    "Folk": _g(tempo=100, tempo_sd=0.16, drums="folk", perc=-14, decay=3, comp="strum",
+    "Folk": _g(tempo=100, bright=3000, tempo_sd=0.16, drums="folk", perc=-14, decay=3, comp="strum",
                sustain=0.4, hdecay=8, p_major=0.72, tilt=-5, cutoff=4600, loud=-14, dyn=3,
                dist=-45, jitter=18, noise=-58, melody=-3, sharp=1.9, swing=0.05),
-    "Metal": _g(tempo=150, tempo_sd=0.16, drums="metal", perc=0, hat=-3, decay=3, dist=-2,
+    "Metal": _g(tempo=150, tempo_sd=0.16, drums="metal", perc=0, hat=3, decay=3, dist=-2, bright=4000,
                 tilt=-2.0, cutoff=8500, comp="sixteenth", sustain=0.85, p_major=0.2,
                 chord_beats=(2, 4), register=45, bass="eighth", noise=-60, loud=-4, dyn=2,
                 melody=-8, sharp=0.8, sync=0.1, jitter=8, formants=((1200.0, 4.0, 1.2),)),
-    "Punk": _g(tempo=172, tempo_sd=0.1, drums="punk", perc=-1, dist=-5, tilt=-2.5, cutoff=7500,
+    "Punk": _g(tempo=172, bright=3500, tempo_sd=0.1, drums="punk", perc=-1, dist=-5, tilt=-2.5, cutoff=7500,
                comp="eighth", sustain=0.8, chord_beats=(2, 4), p_major=0.55, register=50,
                bass="eighth", loud=-5, dyn=2, melody=-5, sharp=1.0, jitter=14, sync=0.05),
     "Post-Punk": _g(tempo=140, drums="rock", dist=-13, tilt=-3.5, cutoff=5800, comp="quarter",
                     p_major=0.35, register=52, bass="eighth", hdecay=14, formants=((300.0, 5.0, 0.6),),
                     sync=0.2, jitter=9, melody=-6),
-    "Trip-Hop": _g(tempo=80, tempo_sd=0.08, drums="halftime", perc=-3, hat=-8, decay=6, swing=0.18,
+    "Trip-Hop": _g(tempo=80, tempo_sd=0.08, drums="halftime", perc=-3, hat=-2, decay=6, swing=0.18, bright=1800,
                    sync=0.3, jitter=7, tilt=-7, cutoff=3500, formants=((120.0, 7.0, 0.8),),
                    p_major=0.25, chord_beats=(8,), comp="pad", sustain=0.95, hdecay=30,
                    noise=-45, loud=-10, prog="modal", bass="kick", melody=-6, mel_div=1, sharp=1.2),
-    "Pop": _g(tempo=116, tempo_sd=0.1, drums="rock", perc=-4, sync=0.25, jitter=3, tilt=-3.5,
+    "Pop": _g(tempo=116, bright=3000, tempo_sd=0.1, drums="rock", perc=-4, sync=0.25, jitter=3, tilt=-3.5,
               cutoff=7500, formants=((2500.0, 4.0, 0.6),), p_major=0.72, comp="quarter",
               sustain=0.8, melody=-1, mel_div=2, mel_formant=2500, loud=-6, dyn=3, sharp=1.8,
               dist=-35, bass="kick"),
-    "Electronic": _g(tempo=126, tempo_sd=0.06, drums="four", perc=0, hat=-4, decay=3, swing=0.0,
+    "Electronic": _g(tempo=126, tempo_sd=0.06, drums="four", perc=0, hat=2, decay=3, swing=0.0, bright=3500,
                      sync=0.1, jitter=1, drift=0.0, tilt=-2.5, cutoff=9500,
                      formants=((60.0, 8.0, 0.5),), p_major=0.4, chord_beats=(8,), comp="pad",
                      sustain=1.0, hdecay=40, loud=-5, dyn=4, melody=-8, mel_div=2, prog="modal",
                      bass="kick", dist=-30, sharp=1.2, noise=-80),
-    "Hip-Hop": _g(tempo=92, tempo_sd=0.07, drums="hiphop", perc=0, decay=5, swing=0.14, sync=0.35,
+    "Hip-Hop": _g(tempo=92, bright=2000, tempo_sd=0.07, drums="hiphop", perc=0, decay=5, swing=0.14, sync=0.35,
                   jitter=4, drift=0.002, tilt=-4.5, cutoff=5200,
                   formants=((80.0, 8.0, 0.6), (1000.0, 4.0, 1.0)), p_major=0.35,
                   chord_beats=(8,), comp="pad", sustain=0.9, hdecay=25, loud=-6, melody=-2,
                   mel_div=2, mel_formant=1000, prog="modal", bass="kick", sharp=0.9, dist=-35),
-    "Classical": _g(tempo=92, tempo_sd=0.25, drums="none", perc=-40, jitter=40, drift=0.03,
+    "Classical": _g(tempo=92, bright=2000, tempo_sd=0.25, drums="none", perc=-40, jitter=40, drift=0.03,
                     tilt=-6, cutoff=5000, formants=((400.0, 3.0, 1.0),), register=60,
                     p_major=0.6, p7=0.05, chord_beats=(2, 4), comp="rubato", sustain=0.7,
                     hdecay=20, bass="change", noise=-62, dist=-50, dyn=9, loud=-18, melody=0,
@@ -180,12 +181,12 @@ GENRES: dict[str, dict] = {
                 tilt=-5, cutoff=4500, register=50, p_major=1.0, p7=1.0, prog="blues",
                 chord_beats=(4,), comp="eighth", sustain=0.5, hdecay=10, bass="walk", loud=-12,
                 dist=-24, melody=-3, mel_formant=1500, sharp=1.3, noise=-55),
-    "Chiptune": _g(tempo=150, tempo_sd=0.12, drums="chip", perc=-6, decay=2, hat=-3, swing=0.0,
+    "Chiptune": _g(tempo=150, tempo_sd=0.12, drums="chip", perc=-6, decay=2, hat=3, swing=0.0, bright=8000,
                    sync=0.2, jitter=0, drift=0.0, tilt=-1, cutoff=10500, odd=True, rolloff=1.0,
                    formants=(), p_major=0.55, chord_beats=(4,), comp="arp16", sustain=0.9,
                    hdecay=6, melody=0, mel_div=4, mel_formant=0.0, sharp=2.6, noise=-90,
                    loud=-6, dyn=1, dist=-60, register=62, bass="eighth"),
-    "Jazz": _g(tempo=132, tempo_sd=0.25, drums="jazz", perc=-8, kick=-10, snare=-8, hat=-2,
+    "Jazz": _g(tempo=132, tempo_sd=0.25, drums="jazz", perc=-8, kick=-10, snare=-5, hat=4, bright=2200,
                decay=6, swing=0.33, sync=0.4, jitter=20, drift=0.012, tilt=-5, cutoff=5000,
                register=55, p_major=0.5, p7=0.9, prog="jazz", chord_beats=(2, 4), comp="rubato",
                sustain=0.5, hdecay=10, bass="walk", loud=-14, dyn=5, melody=-2, mel_div=2,
@@ -198,7 +199,7 @@ GENRES: dict[str, dict] = {
                         jitter=15, tilt=-4.5, cutoff=5500, formants=((1200.0, 4.0, 0.8),),
                         p_major=0.5, comp="offbeat", chord_beats=(4, 8), melody=-2,
                         mel_div=2, mel_formant=1200, sharp=1.5, prog="modal", loud=-10),
-    "Old-Time": _g(tempo=116, tempo_sd=0.12, drums="folk", perc=-16, swing=0.1, jitter=18,
+    "Old-Time": _g(tempo=116, bright=2200, tempo_sd=0.12, drums="folk", perc=-16, swing=0.1, jitter=18,
                    comp="strum", sustain=0.3, hdecay=6, register=58, p_major=0.85,
                    chord_beats=(8,), tilt=-6, cutoff=3400, noise=-33, loud=-12, dist=-40,
                    melody=-2, mel_div=2, mel_formant=1800, sharp=1.7),
@@ -216,7 +217,7 @@ assert set(GENRES) == set(lab.GENRE_STRINGS) == set(GENRE_WEIGHTS)
 # Per-clip spread of the genre parameters (the source of class overlap).
 SPREAD = dict(tilt=1.6, cutoff_oct=0.45, formant_oct=0.3, formant_db=2.5, eq_db=3.0, noise=7.0,
               dist=5.0, perc=4.0, loud=3.5, swing=0.05, sync=0.08, jitter=0.4, dyn=0.4,
-              rolloff=0.25, register=4, sharp=0.25, sustain=0.12, hdecay=0.3)
+              rolloff=0.25, register=4, sharp=0.25, sustain=0.12, hdecay=0.3, bright_oct=0.35)
 
 # Drum patterns: probability of a hit on each 16th step of a 4/4 bar.
 _S = np.zeros(16)
@@ -313,6 +314,9 @@ def _tables() -> dict:
     }
     hiss = band(np.maximum(fft_f, 50.0) ** -0.3)
     buzz = band(np.exp(-0.5 * ((lf - np.log2(1500)) / 1.6) ** 2))
+    b = np.arange(lab.N_MEL)
+    blur = np.exp(-0.5 * ((b[:, None] - b[None, :]) / 3.0) ** 2)
+    blur /= blur.sum(0, keepdims=True)
     k_eff = fb.sum(1) ** 2 / (fb ** 2).sum(1)
     # Energy a frame sees from an event at offsets -2..2 hops (squared Hann window).
     n = np.arange(-N_FFT // 2, N_FFT // 2) + 0.5
@@ -321,7 +325,7 @@ def _tables() -> dict:
     smear /= smear.sum()
     return dict(tone_mel=tone_mel, tone_chroma=tone_chroma, grid_midi=midi, grid_f=f,
                 mel_fc=mel_fc, drums=drums, hiss=hiss, buzz=buzz,
-                noise_sigma=np.sqrt(np.log1p(1.0 / k_eff)), smear=smear)
+                noise_sigma=np.sqrt(np.log1p(1.0 / k_eff)), smear=smear, blur=blur)
 
 
 # --- the score of one clip -------------------------------------------------------------
@@ -436,6 +440,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     rolloff = float(max(0.5, G["rolloff"] + rng.normal(0, sp["rolloff"])))
     register = float(G["register"] + rng.normal(0, sp["register"]))
     sharp = float(max(0.5, G["sharp"] + rng.normal(0, sp["sharp"])))
+    bright = float(G["bright"] * 2 ** rng.normal(0, sp["bright_oct"]))
     formants = [(fc * 2 ** rng.normal(0, sp["formant_oct"]), g + rng.normal(0, sp["formant_db"]), w)
                 for fc, g, w in G["formants"]]
     # two random, genre-independent resonances per clip (instrument/room differences)
@@ -446,7 +451,8 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     params = dict(genre=genre, T=T, tempo=tempo, major=major, key=key, loud=loud, swing=swing,
                   sync=sync, jitter=jitter, drift=drift, perc=perc, tilt=tilt, cutoff=cutoff,
                   noise=noise, dist=dist, dyn=dyn, sustain=sustain, hdecay=hdecay,
-                  rolloff=rolloff, register=register, sharp=sharp, chord_beats=chord_beats)
+                  rolloff=rolloff, register=register, sharp=sharp, chord_beats=chord_beats,
+                  bright=bright)
 
     # ---- beat grid with tempo drift (AR(1) on the log period)
     period = 60.0 / tempo * FPS
@@ -567,7 +573,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
             np.searchsorted(beat_times, art_t[-k:]) - 1, 0, nb - 1)] if k else []
         art_v += list(0.6 * np.exp(rng.normal(0, 0.3, k)))
     order = np.argsort(art_t, kind="stable")
-    timbre = dict(rolloff=rolloff, odd=G["odd"], formants=formants)
+    timbre = dict(rolloff=rolloff, odd=G["odd"], formants=formants, bright=bright)
     layers["chords"] = Layer(np.asarray(art_t)[order], np.asarray(art_u, int)[order],
                              np.asarray(art_v)[order], notes, sustain, hdecay, 0.0, timbre)
     onset_count += 0.5 * len(art_t)
@@ -607,7 +613,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     order = np.argsort(bt, kind="stable")
     layers["bass"] = Layer(np.asarray(bt)[order], np.asarray(bu, int)[order], np.asarray(bv)[order],
                            bnotes, 0.6, 12.0, -3.0 + rng.normal(0, 2),
-                           dict(rolloff=2.2, odd=False, formants=[]))
+                           dict(rolloff=2.2, odd=False, formants=[], bright=800.0))
 
     # melody: a random walk on the scale, snapped to chord tones on strong beats, with rests
     if G["melody"] is not None:
@@ -644,7 +650,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
                                  np.asarray(mv)[order], mnotes, 0.7, 15.0,
                                  float(G["melody"] + rng.normal(0, 2)),
                                  dict(rolloff=1.2 if not G["odd"] else 1.0, odd=G["odd"],
-                                      formants=mform))
+                                      formants=mform, bright=bright * 1.3))
         onset_count += 0.3 * float(np.sum(np.asarray(mv) > 0))
 
     # ---- recording chain and production EQ (dB per mel band)
@@ -683,8 +689,13 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
 # --- rendering ---------------------------------------------------------------------
 
 
-def _note_profiles(notes: Sequence[tuple], timbre: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Mel power (128, n) and chroma power (12, n) of each unit (a set of MIDI notes)."""
+def _note_profiles(notes: Sequence[tuple], timbre: dict, bright: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mel power (128, n) and chroma power (12, n) of each unit (a set of MIDI notes).
+
+    Partial h of a note has power h^-rolloff (odd h only for square waves), times the
+    formant bumps, times a -18 dB/octave roll-off above ``bright`` Hz; 10% of the
+    power is spread over neighbouring bands (vibrato, reverb, room)."""
     tb = _tables()
     H = 16
     h = np.arange(1, H + 1)
@@ -704,27 +715,27 @@ def _note_profiles(notes: Sequence[tuple], timbre: dict) -> tuple[np.ndarray, np
     lf = np.log2(f)
     for fc, g, w in timbre["formants"]:
         gdb += g * np.exp(-0.5 * ((lf - math.log2(fc)) / w) ** 2)
+    gdb -= 18.0 * np.maximum(0.0, lf - math.log2(bright))
     a = amp[None, :] * 10.0 ** (gdb / 10.0) * (f < SR / 2)
     idx = np.clip(np.round((pm - GRID_MIDI0) * GRID_STEP).astype(int), 0, len(tb["grid_midi"]) - 1)
     m_per_note = np.einsum("nh,nhk->nk", a, tb["tone_mel"][idx])      # (notes, 128)
     c_per_note = np.einsum("nh,nhk->nk", a, tb["tone_chroma"][idx])   # (notes, 12)
     np.add.at(mel.T, owner, m_per_note)
     np.add.at(chroma.T, owner, c_per_note)
-    return mel, chroma
+    return 0.9 * mel + 0.1 * (tb["blur"] @ mel), chroma
 
 
-def _layer_env(layer: Layer, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unit index and power envelope per frame."""
+def _layer_env(layer: Layer, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit index, sustained (body) and decaying (attack) power envelopes per frame."""
     t = np.arange(T)
     if len(layer.times) == 0:
-        return np.zeros(T, int), np.zeros(T)
+        return np.zeros(T, int), np.zeros(T), np.zeros(T)
     j = np.searchsorted(layer.times, t, side="right") - 1
     valid = j >= 0
     j = np.maximum(j, 0)
     dt = np.maximum(t - layer.times[j], 0.0)
-    env = layer.vel[j] * (layer.sustain + (1.0 - layer.sustain) * np.exp(-dt / layer.decay))
-    env[~valid] = 0.0
-    return layer.units[j], env
+    v = np.where(valid, layer.vel[j], 0.0)
+    return layer.units[j], v * layer.sustain, v * (1.0 - layer.sustain) * np.exp(-dt / layer.decay)
 
 
 def _impulses(times: np.ndarray, vel: np.ndarray, T: int) -> np.ndarray:
@@ -748,13 +759,16 @@ def render(score: Score, seed: int, group: str, index: int) -> np.ndarray:
     for name, layer in score.layers.items():
         if not layer.notes:
             continue
-        pm, pc = _note_profiles(layer.notes, layer.timbre)
-        units, env = _layer_env(layer, T)
-        g = env * 10.0 ** (layer.level_db / 10.0)
-        mel += pm[:, units] * (g / (pm.sum(0).mean() + 1e-12))
-        chroma += pc[:, units] * (g / (pc.sum(0).mean() + 1e-12))
+        bright = layer.timbre["bright"]
+        pm, pc = _note_profiles(layer.notes, layer.timbre, bright)
+        pa, _ = _note_profiles(layer.notes, layer.timbre, 2.5 * bright)     # brighter attack
+        units, body, attack = _layer_env(layer, T)
+        lvl = 10.0 ** (layer.level_db / 10.0)
+        nm = pm.sum(0).mean() + 1e-12
+        mel += pm[:, units] * (lvl * body / nm) + pa[:, units] * (lvl * attack / nm)
+        chroma += pc[:, units] * (lvl * (body + attack) / (pc.sum(0).mean() + 1e-12))
         if name == "chords":
-            harm_env = env
+            harm_env = body + attack
     # drums: impulses decaying over a few frames
     decay = GENRES[score.genre]["decay"] * math.exp(rng.normal(0, 0.2))
     kern = np.exp(-np.arange(int(6 * decay) + 1) / decay)

@@ -44,6 +44,7 @@ run does not accumulate rounding over a thousand steps.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -65,12 +66,140 @@ def _uniform(scale: float):
     return init
 
 
-def lstm_gates(gates: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """PyTorch LSTM cell update from pre-activations ``gates [..., 4H]`` (order i, f, g, o)."""
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
-    return h_new, c_new
+def gate_activations(pre: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)`` from pre-activations ``[..., 4H]`` (PyTorch order)."""
+    i, f, g, o = jnp.split(pre, 4, axis=-1)
+    return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+
+
+def _project(x_chunk: tuple[jax.Array, ...], w_ih: jax.Array, bias: jax.Array) -> jax.Array:
+    """Input projection of one chunk: D arrays ``[C, B, F]`` -> float32 ``[C, D, B, 4H]``."""
+    gates = [
+        jnp.einsum("cbf,fg->cbg", x_d, w_ih[d], preferred_element_type=jnp.float32)
+        for d, x_d in enumerate(x_chunk)
+    ]
+    return jnp.stack(gates, axis=1) + bias[None, :, None, :].astype(jnp.float32)
+
+
+def _recurrent(h: jax.Array, w_hh: jax.Array) -> jax.Array:
+    """``h [.., D, B, H] @ w_hh [D, H, 4H]`` per direction, float32 accumulation."""
+    return jnp.einsum("...dbh,dhg->...dbg", h.astype(w_hh.dtype), w_hh, preferred_element_type=jnp.float32)
+
+
+def _forward(xs, mask, w_ih, w_hh, bias, unroll: int, keep_cells: bool):
+    """Masked recurrence over chunks. xs: D arrays [n, C, B, F]; mask [n, C, 1, B, 1].
+
+    Returns ((h_last, c_last) float32 [D, B, H], hs [n, C, D, B, H] in the compute
+    dtype, and with ``keep_cells`` the float32 cell states cs of the same shape).
+    """
+    num_directions = w_ih.shape[0]
+    batch = xs[0].shape[2]
+    hidden = w_hh.shape[1]
+    out_dtype = xs[0].dtype
+
+    def step(carry, inputs):
+        h, c = carry
+        gates_x, valid = inputs
+        i, f, g, o = gate_activations(gates_x + _recurrent(h, w_hh))
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        # Frozen carry on padding: the final carry is the state at step length-1.
+        h = jnp.where(valid, h_new, h)
+        c = jnp.where(valid, c_new, c)
+        return (h, c), ((h.astype(out_dtype), c) if keep_cells else h.astype(out_dtype))
+
+    def chunk(carry, inputs):
+        x_chunk, mask_chunk = inputs
+        gates_x = _project(x_chunk, w_ih, bias)  # one matmul per direction for C steps
+        return jax.lax.scan(step, carry, (gates_x, mask_chunk), unroll=unroll)
+
+    zeros = jnp.zeros((num_directions, batch, hidden), jnp.float32)
+    return jax.lax.scan(chunk, (zeros, zeros), (tuple(xs), mask))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _recurrence(xs, mask, w_ih, w_hh, bias, unroll):
+    """hs [n, C, D, B, H], h_last [D, B, H] of the masked (bi)LSTM recurrence (see _forward)."""
+    (h_last, _), hs = _forward(xs, mask, w_ih, w_hh, bias, unroll, keep_cells=False)
+    return hs, h_last
+
+
+def _recurrence_fwd(xs, mask, w_ih, w_hh, bias, unroll):
+    (h_last, _), (hs, cs) = _forward(xs, mask, w_ih, w_hh, bias, unroll, keep_cells=True)
+    # Only h and c per step are kept; the gates are recomputed chunk by chunk.
+    return (hs, h_last), (xs, mask, w_ih, w_hh, bias, hs, cs)
+
+
+def _recurrence_bwd(unroll, residuals, cotangents):
+    """Hand-written backward pass, chunk by chunk in reverse.
+
+    Per chunk: recompute the gate activations with two matmuls over the C steps,
+    run the reverse recurrence for (dh, dc) whose only matmul is ``dgates @ w_hh.T``,
+    then get the input and weight gradients of the chunk with matmuls over all C
+    steps (instead of one small weight-gradient matmul per step as autodiff of the
+    scan would do). Everything a chunk touches stays small enough for the cache.
+    """
+    xs, mask, w_ih, w_hh, bias, hs, cs = residuals
+    d_hs, d_h_last = cotangents
+    f32 = jnp.float32
+    _, _, num_directions, batch, hidden = hs.shape
+    zero = jnp.zeros((1, num_directions, batch, hidden), f32)
+    h_start = jnp.concatenate([zero.astype(hs.dtype), hs[:-1, -1]])  # state entering each chunk
+    c_start = jnp.concatenate([zero, cs[:-1, -1]])
+
+    def step(carry, inputs):
+        dh, dc = carry
+        dh_out, valid, k_o, k_c, k_ifg, f = inputs
+        dh = dh + dh_out
+        dh_new = dh * valid  # gradient reaching the unfrozen update
+        dc_new = dc * valid + dh_new * k_c
+        d_pre = jnp.concatenate([k_ifg * jnp.tile(dc_new, (1, 1, 3)), dh_new * k_o], axis=-1)
+        dh = dh - dh_new + jnp.einsum(
+            "dbg,dhg->dbh", d_pre.astype(w_hh.dtype), w_hh, preferred_element_type=f32
+        )
+        dc = dc - dc * valid + dc_new * f
+        return (dh, dc), d_pre
+
+    def chunk(carry, inputs):
+        dh, dc, dw_ih, dw_hh, db = carry
+        x_chunk, mask_chunk, hs_chunk, cs_chunk, h0, c0, d_hs_chunk = inputs
+        h_prev = jnp.concatenate([h0[None], hs_chunk[:-1]])
+        c_prev = jnp.concatenate([c0[None], cs_chunk[:-1]])
+        i, f, g, o = gate_activations(_project(x_chunk, w_ih, bias) + _recurrent(h_prev, w_hh))
+        tanh_c = jnp.tanh(f * c_prev + i * g)
+        k_o = tanh_c * o * (1 - o)  # d pre_o / d h_new
+        k_c = o * (1 - tanh_c * tanh_c)  # d c_new / d h_new
+        k_ifg = jnp.concatenate([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], axis=-1)
+        valid = mask_chunk.astype(f32)
+        (dh, dc), d_pre = jax.lax.scan(
+            step, (dh, dc), (d_hs_chunk.astype(f32), valid, k_o, k_c, k_ifg, f), reverse=True, unroll=unroll
+        )
+        d_pre_c = d_pre.astype(w_ih.dtype)  # [C, D, B, 4H]
+        dx_chunk = tuple(
+            jnp.einsum("cbg,fg->cbf", d_pre_c[:, d], w_ih[d], preferred_element_type=f32).astype(x_d.dtype)
+            for d, x_d in enumerate(x_chunk)
+        )
+        dw_ih = dw_ih + jnp.stack(
+            [jnp.einsum("cbf,cbg->fg", x_d, d_pre_c[:, d], preferred_element_type=f32) for d, x_d in enumerate(x_chunk)]
+        )
+        dw_hh = dw_hh + jnp.einsum("cdbh,cdbg->dhg", h_prev.astype(w_hh.dtype), d_pre_c, preferred_element_type=f32)
+        db = db + jnp.sum(d_pre, axis=(0, 2))
+        return (dh, dc, dw_ih, dw_hh, db), dx_chunk
+
+    init = (
+        d_h_last.astype(f32),
+        jnp.zeros_like(d_h_last, f32),
+        jnp.zeros(w_ih.shape, f32),
+        jnp.zeros(w_hh.shape, f32),
+        jnp.zeros(bias.shape, f32),
+    )
+    (_, _, dw_ih, dw_hh, db), dxs = jax.lax.scan(
+        chunk, init, (tuple(xs), mask, hs, cs, h_start, c_start, d_hs), reverse=True
+    )
+    return dxs, None, dw_ih.astype(w_ih.dtype), dw_hh.astype(w_hh.dtype), db.astype(bias.dtype)
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 def _scan_layer(
@@ -82,40 +211,40 @@ def _scan_layer(
     bias: jax.Array,
     *,
     unroll: int,
+    chunk_size: int | None,
 ) -> tuple[jax.Array, jax.Array]:
-    """One (bi)directional layer with the masked scan. Returns (outputs [B,T,D*H], h_last [D,B,H]).
+    """One (bi)directional layer. Returns (outputs [B, T, D*H] zero on padding, h_last [D, B, H]).
 
-    ``x`` and the weights are already in the compute dtype. Outputs are zero on
-    padded steps.
+    ``x``, ``w_ih`` and ``w_hh`` are in the compute dtype, ``bias`` float32. Time is
+    cut into chunks of ``chunk_size`` steps (None: one chunk, i.e. a single input
+    projection matmul for the whole sequence); the input projection of a chunk is
+    one matmul per direction outside the per-step recurrence.
     """
-    num_directions, _, gate_size = w_ih.shape
-    hidden = gate_size // 4
-    batch, steps, _ = x.shape
+    num_directions = w_ih.shape[0]
+    hidden = w_hh.shape[1]
+    batch, steps, features = x.shape
+    chunk = steps if not chunk_size or chunk_size >= steps else int(chunk_size)
+    num_chunks = -(-steps // chunk)
+    padded = num_chunks * chunk
+
+    # Time-major inputs per direction; the backward one is reversed within each length.
+    examples = jnp.arange(batch)[None, :]
+    reverse = masks.reverse_index(lengths, steps).T  # [T, B]
+    xs = [jnp.transpose(x, (1, 0, 2))]
     if num_directions == 2:
-        inputs = jnp.stack([x, masks.reverse_within_length(x, lengths)])  # [2, B, T, F]
-    else:
-        inputs = x[None]
-    # All input projections at once, time-major for the scan: [T, D, B, 4H].
-    gates_x = jnp.einsum("dbtf,dfg->tdbg", inputs, w_ih) + bias[None, :, None, :].astype(x.dtype)
-    step_mask = mask.T[:, None, :, None]  # [T, 1, B, 1]: same for both directions
+        xs.append(x[examples, reverse])  # gather straight into [T, B, F]
+    step_mask = mask.T
+    if padded != steps:  # extra steps are masked: the carry does not move
+        xs = [jnp.pad(s, ((0, padded - steps), (0, 0), (0, 0))) for s in xs]
+        step_mask = jnp.pad(step_mask, ((0, padded - steps), (0, 0)))
+    xs = tuple(s.reshape(num_chunks, chunk, batch, features) for s in xs)
+    step_mask = step_mask.reshape(num_chunks, chunk, 1, batch, 1)
 
-    def step(carry, inp):
-        h, c = carry
-        gx, valid = inp
-        gates = gx.astype(jnp.float32) + jnp.einsum(
-            "dbh,dhg->dbg", h.astype(w_hh.dtype), w_hh, preferred_element_type=jnp.float32
-        )
-        h_new, c_new = lstm_gates(gates, c)
-        h = jnp.where(valid, h_new, h)
-        c = jnp.where(valid, c_new, c)
-        return (h, c), h
-
-    zeros = jnp.zeros((num_directions, batch, hidden), jnp.float32)
-    (h_last, _), hs = jax.lax.scan(step, (zeros, zeros), (gates_x, step_mask), unroll=unroll)
-    hs = hs.astype(x.dtype)  # [T, D, B, H]
+    hs, h_last = _recurrence(xs, step_mask, w_ih, w_hh, bias, unroll)
+    hs = hs.reshape(padded, num_directions, batch, hidden)[:steps]  # [T, D, B, H]
     outputs = [jnp.transpose(hs[:, 0], (1, 0, 2))]
     if num_directions == 2:
-        outputs.append(masks.reverse_within_length(jnp.transpose(hs[:, 1], (1, 0, 2)), lengths))
+        outputs.append(hs[:, 1][reverse.T, jnp.arange(batch)[:, None]])  # back to input order, [B, T, H]
     out = jnp.concatenate(outputs, axis=-1) if num_directions == 2 else outputs[0]
     out = jnp.where(mask[:, :, None], out, jnp.zeros((), out.dtype))
     return out, h_last
@@ -187,6 +316,7 @@ class LSTMBackbone(nn.Module):
     dropout: float = 0.1
     summary: str = "last"
     unroll: int = 1
+    chunk_size: int | None = 64
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     implementation: str = "auto"  # "auto" (cuDNN on GPU, else scan) | "scan" | "cudnn"
@@ -231,7 +361,7 @@ class LSTMBackbone(nn.Module):
             else:
                 x, h_last = _scan_layer(
                     x, lengths, mask, w_ih.astype(self.dtype), w_hh.astype(self.dtype), bias,
-                    unroll=self.unroll,
+                    unroll=self.unroll, chunk_size=self.chunk_size,
                 )
             if layer < self.num_layers - 1 and self.dropout > 0:
                 x = nn.Dropout(self.dropout, name=f"dropout_{layer}")(x, deterministic=not train)

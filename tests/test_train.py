@@ -1,0 +1,150 @@
+"""The training loop: learning, compilation, sharding, checkpoints, resume, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmusic import checkpoint, evaluate
+from jaxmusic.config import load_config
+from jaxmusic.data.pipeline import PreparedSet
+from jaxmusic.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(name: str, prepared: Path, **overrides):
+    args = [f"--config.data.prepared={prepared}"]
+    args += [f"--config.{k}={v}" for k, v in overrides.items()]
+    return load_config(REPO / "configs" / "tiny" / f"{name}.py", args)
+
+
+def cli(args: list[str], devices: int = 1, **popen) -> subprocess.Popen:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen([sys.executable, "-m", "jaxmusic", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def run_cli(args, devices=1, timeout=300) -> str:
+    p = cli(args, devices)
+    out, _ = p.communicate(timeout=timeout)
+    assert p.returncode == 0, out
+    return out
+
+
+def params_of(workdir, which="latest"):
+    return checkpoint.load_variables(workdir, which)[0]
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+    assert [p for p, _ in la] == [p for p, _ in lb]
+    for (path, x), (_, y) in zip(la, lb):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+def test_overfit_batch_drives_loss_to_zero(tiny_prepared, tmp_path):
+    cfg = tiny("lstm", tiny_prepared, **{"train.overfit_batches": 2, "train.epochs": 80,
+                                         "model.hidden_size": 32, "train.learning_rate": 0.01})
+    result = train(cfg, tmp_path / "run", progress=False)
+    history = result["meta"]["history"]
+    assert history[0]["train"]["loss"] > 1.0
+    assert history[-1]["train"]["loss"] < 0.05
+
+
+def test_no_recompilation_after_the_first_step(tiny_prepared, tmp_path):
+    compiles = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        counts = []
+        for epochs in (1, 3):
+            compiles.clear()
+            train(tiny("cnn", tiny_prepared, **{"train.epochs": epochs, "train.patience": 0}),
+                  tmp_path / f"e{epochs}", progress=False)
+            counts.append(len(compiles))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert counts[0] > 0
+    assert counts[1] == counts[0]  # two more epochs compile nothing new
+
+
+def test_two_devices_equal_one_device(tiny_prepared, tmp_path):
+    common = ["train", "--config", "configs/tiny/cnn.py", "--no-evaluate", "--quiet",
+              f"--config.data.prepared={tiny_prepared}", "--config.train.epochs=1"]
+    run_cli(common + ["--workdir", str(tmp_path / "one")], devices=1)
+    run_cli(common + ["--workdir", str(tmp_path / "two")], devices=2)
+    one, two = params_of(tmp_path / "one"), params_of(tmp_path / "two")
+    assert_trees_close(one, two, rtol=2e-4, atol=2e-5)
+    # And training moved the parameters at all.
+    cfg = tiny("cnn", tiny_prepared)
+    assert not np.allclose(one["params"]["head"]["Dense_0"]["bias"], 0.0)
+    del cfg
+
+
+def test_kill_and_resume_equals_uninterrupted(tiny_prepared, tmp_path):
+    common = ["train", "--config", "configs/tiny/lstm.py", "--no-evaluate", "--quiet",
+              f"--config.data.prepared={tiny_prepared}", "--config.train.epochs=4",
+              "--config.train.patience=0", "--config.model.dropout=0.2",
+              "--config.model.num_layers=2"]
+    full = tmp_path / "full"
+    run_cli(common + ["--workdir", str(full)])
+    killed = tmp_path / "killed"
+    p = cli(common + ["--workdir", str(killed)])
+    ckpts = killed / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        done = [d for d in ckpts.glob("*") if d.name.isdigit()] if ckpts.exists() else []
+        if len(done) >= 2:
+            break
+        if p.poll() is not None:
+            pytest.fail("training ended before it could be killed:\n" + p.stdout.read())
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert len(json.loads((killed / "history.json").read_text())) < 4
+    out = run_cli(common + ["--workdir", str(killed), "--resume"])
+    assert "resumed from step" in out
+    assert_trees_close(params_of(full), params_of(killed), rtol=0, atol=0)
+    hist = json.loads((killed / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+
+
+def test_checkpoint_restore_and_evaluation_reports(tiny_prepared, tmp_path):
+    cfg = tiny("lstm", tiny_prepared, **{"train.epochs": 3, "train.patience": 0})
+    result = train(cfg, tmp_path / "run", progress=False)
+    state = result["state"]
+    latest, meta = checkpoint.load_variables(tmp_path / "run", "latest")
+    assert_trees_close(latest["params"], jax.device_get(state.params), rtol=0, atol=0)
+    assert meta["restored_step"] == int(state.step)
+    best, bmeta = checkpoint.load_variables(tmp_path / "run", "best")
+    assert bmeta["restored_step"] == meta["best_step"]
+
+    out = evaluate.evaluate_run(tmp_path / "run", progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for name in ("fma_genre_spectrograms_beat", "fma_genre_spectrograms"):
+        pset = PreparedSet.open(tiny_prepared / name)
+        report = metrics["test"][name]
+        assert report["count"] == pset.count("test")  # every clip exactly once
+        assert sum(v["support"] for v in report["per_class"].values()) == pset.count("test")
+        cm = np.asarray(report["confusion_matrix"])
+        assert report["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+        assert (tmp_path / "run" / f"confusion_{name}.png").stat().st_size > 5000
+    # The best checkpoint's validation score is the one recorded during training.
+    assert out["validation"]["accuracy"] == pytest.approx(
+        result["meta"]["history"][bmeta["best_epoch"] - 1]["validation"]["accuracy"])
+    assert "| test: fma_genre_spectrograms_beat |" in (tmp_path / "run" / "metrics.md").read_text()
