@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.view = "mel"            # mel | chroma | fused
     c.data.max_length = 0          # frames; 0 = the prepared set's longest clip
     c.data.eval_sets = ()          # extra prepared sets to test on ((): the twin full/beat set)
+    c.data.normalize = True        # standardise features with the train split's mean/std
     c.data.shuffle_buffer = 1024
     c.data.bucket_boundaries = ()  # optional length buckets for training
     c.data.readers = 0             # input streams per global batch (0: one per process);
@@ -161,21 +162,21 @@ def read_config(path: str | Path) -> ml_collections.ConfigDict:
 
 def lstm_model(**overrides) -> ml_collections.ConfigDict:
     """The submitted lab report's LSTM: bidirectional, 2 layers of 64, dropout 0.4."""
-    return ml_collections.ConfigDict(dict(name="lstm", hidden_size=64, num_layers=2,
-                                          bidirectional=True, dropout=0.4, summary="last",
-                                          **overrides))
+    return ml_collections.ConfigDict({**dict(name="lstm", hidden_size=64, num_layers=2,
+                                             bidirectional=True, dropout=0.4, summary="last"),
+                                      **overrides})
 
 
 def cnn_model(**overrides) -> ml_collections.ConfigDict:
     """The lab's 2D CNN: 4 x (Conv2D -> BatchNorm -> ReLU -> MaxPool)."""
-    return ml_collections.ConfigDict(dict(name="cnn", channels=(16, 32, 64, 128),
-                                          kernel_size=3, **overrides))
+    return ml_collections.ConfigDict({**dict(name="cnn", channels=(16, 32, 64, 128),
+                                             kernel_size=3), **overrides})
 
 
 def ast_model(size: str = "tiny", **overrides) -> ml_collections.ConfigDict:
     """Audio Spectrogram Transformer (Gong et al. 2021), DeiT sizes, strides 10."""
-    return ml_collections.ConfigDict(dict(name="ast", size=size, fstride=10, tstride=10,
-                                          **overrides))
+    return ml_collections.ConfigDict({**dict(name="ast", size=size, fstride=10, tstride=10),
+                                      **overrides})
 
 
 def lab_config(set_name: str, view: str, model: ml_collections.ConfigDict,

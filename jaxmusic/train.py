@@ -204,7 +204,8 @@ def predict_split(run: Run, state, eval_step, mesh, pset: PreparedSet, split: st
                   batch_size: int, with_latent: bool = False) -> dict:
     """Outputs for every clip of a split, each exactly once (masked padding dropped)."""
     cfg = PipelineConfig(batch_size=parallel.local_batch_size(batch_size),
-                         max_length=run.max_length, view=run.config.data.view)
+                         max_length=run.max_length, view=run.config.data.view,
+                         normalize=run.config.data.normalize)
     steps = pset.eval_steps(split, cfg.batch_size, jax.process_count())
     outs, latents, truth, ids, masks, losses, weights = [], [], [], [], [], [], []
     for batch in eval_batches(pset, split, cfg, process_index=jax.process_index(),
@@ -268,7 +269,7 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
                          "data.readers=1): streams would bucket to different lengths")
     my_readers = range(p_idx * readers // n_proc, (p_idx + 1) * readers // n_proc)
     pcfg = PipelineConfig(batch_size=micro_batch // readers, max_length=run.max_length,
-                          view=config.data.view, seed=t.seed,
+                          view=config.data.view, seed=t.seed, normalize=config.data.normalize,
                           shuffle_buffer=config.data.shuffle_buffer,
                           bucket_boundaries=tuple(config.data.bucket_boundaries))
     steps_per_epoch = run.pset.train_steps("train", pcfg.batch_size, readers)
@@ -398,23 +399,20 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 class Logger:
-    """TensorBoard scalars (process 0 only)."""
+    """TensorBoard scalars (process 0 only), written with tensorboardX."""
 
     def __init__(self, workdir: Path, enabled: bool):
         self.writer = None
         if enabled:
-            import tensorflow as tf
+            from tensorboardX import SummaryWriter
 
-            self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+            self.writer = SummaryWriter(str(workdir / "tensorboard"))
 
     def scalars(self, step: int, values: dict) -> None:
         if self.writer is None:
             return
-        import tensorflow as tf
-
-        with self.writer.as_default(step=step):
-            for k, v in values.items():
-                tf.summary.scalar(k, float(v))
+        for k, v in values.items():
+            self.writer.add_scalar(k, float(v), step)
 
     def close(self) -> None:
         if self.writer is not None:

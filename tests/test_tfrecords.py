@@ -46,7 +46,8 @@ def test_manifest_counts_and_merge(prepared):
 def test_round_trip_bit_exact_float32(prepared):
     root, written, m, *_ = prepared
     pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
-    cfg = pipeline.PipelineConfig(batch_size=7, max_length=m["max_length"], view="fused")
+    cfg = pipeline.PipelineConfig(batch_size=7, max_length=m["max_length"], view="fused",
+                                  normalize=False)
     got = _eval_all(pset, "test", cfg)
     mask = got["mask"]
     assert mask.sum() == m["splits"]["test"]["count"]
@@ -66,7 +67,7 @@ def test_round_trip_bit_exact_float32(prepared):
 def test_float16_view_and_crop(prepared):
     root, _, _, mt_written, mt_targets = prepared
     pset = pipeline.PreparedSet.open(root / "out" / "multitask_dataset")
-    cfg = pipeline.PipelineConfig(batch_size=4, max_length=35, view="chroma")
+    cfg = pipeline.PipelineConfig(batch_size=4, max_length=35, view="chroma", normalize=False)
     got = _eval_all(pset, "validation", cfg)
     for row in np.flatnonzero(got["mask"]):
         clip_id = got["id"][row].decode()
@@ -168,3 +169,35 @@ def test_skip_bad_lands_in_manifest(tmp_path):
                           tfrecords.PrepareOptions(progress=False, skip_bad=True))
     assert [s["id"] for s in m["skipped"]] == ["tr0001"]
     assert m["splits"]["train"]["count"] + m["splits"]["validation"]["count"] == 9
+
+
+def test_k_folds_partition_train_and_stratify(tmp_path):
+    entries = [lab.LabelEntry(f"c{i:03d}", tmp_path, i + 2, None, genre="x", label=i % 3)
+               for i in range(150)]
+    vals = []
+    for fold in range(5):
+        train, val = tfrecords.split_train_validation(entries, 0.2, 7, folds=5, fold=fold)
+        assert len(train) + len(val) == 150
+        assert collections.Counter(e.label for e in val) == {0: 10, 1: 10, 2: 10}
+        vals.append({e.id for e in val})
+    assert set().union(*vals) == {e.id for e in entries}
+    assert sum(len(v) for v in vals) == 150  # the folds are disjoint
+
+
+def test_standardisation_uses_train_statistics(prepared):
+    root, written, m, *_ = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
+    train_ids = set()
+    for b in pipeline.eval_batches(pset, "train", pipeline.PipelineConfig(8, 70, normalize=False)):
+        train_ids |= {i.decode() for i in b["id"][b["mask"]]}
+    frames = np.concatenate([written["train"][i] for i in sorted(train_ids)]).astype(np.float64)
+    mean, std = frames.mean(0), frames.std(0)
+    np.testing.assert_allclose(m["splits"]["train"]["feature_mean"], mean, atol=1e-5)
+    np.testing.assert_allclose(m["splits"]["train"]["feature_std"], std, rtol=1e-5)
+    got = _eval_all(pset, "test", pipeline.PipelineConfig(8, 70, view="mel"))
+    row = int(np.flatnonzero(got["mask"])[0])
+    raw = written["test"][got["id"][row].decode()][:70, :128]
+    n = len(raw)
+    np.testing.assert_allclose(got["features"][row, :n], (raw - mean[:128]) / std[:128], rtol=1e-4,
+                               atol=1e-4)
+    assert not got["features"][row, n:].any()  # padding stays zero after standardising

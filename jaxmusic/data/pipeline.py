@@ -119,6 +119,7 @@ class PipelineConfig:
     bucket_boundaries: tuple[int, ...] = ()  # optional length buckets (training)
     prefetch: int = 2
     parallel_reads: int = 4
+    normalize: bool = True           # standardise with the train split's feature mean/std
 
 
 def _decode_fn(pset: PreparedSet, cfg: PipelineConfig, pad: bool):
@@ -129,12 +130,20 @@ def _decode_fn(pset: PreparedSet, cfg: PipelineConfig, pad: bool):
     lo, hi = pset.view_columns(cfg.view)
     stored = pset.manifest["num_features"]
     max_len = cfg.max_length
+    if cfg.normalize:
+        stats = pset.manifest["splits"]["train"]
+        mean = tf.constant(stats["feature_mean"][lo:hi], tf.float32)
+        # Constant features (std 0) are only centred.
+        std = tf.constant([s if s > 1e-6 else 1.0 for s in stats["feature_std"][lo:hi]],
+                          tf.float32)
 
     def decode(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
         feats = tf.io.decode_raw(ex["features"], dtype, little_endian=True)
         feats = tf.reshape(feats, [-1, stored])[:max_len, lo:hi]
         feats = tf.cast(feats, tf.float32)
+        if cfg.normalize:
+            feats = (feats - mean) / std  # valid frames only: padding below stays zero
         length = tf.shape(feats)[0]
         if pad:
             feats = tf.pad(feats, [[0, max_len - length], [0, 0]])

@@ -51,6 +51,7 @@ written by a small process pool in any order with byte-identical results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -86,7 +87,12 @@ SET_PAIRS = {
     "multitask": ("multitask_dataset", "multitask_dataset_beat"),
 }
 SIZES = ("tiny", "small", "full")
-GZ_LEVEL = 1   # gzip level of the feature files: any level reads back the same; 1 is fastest
+# gzip level of the feature files, (full resolution, beat-synchronised); any level reads
+# back the same. Float32 dB values hardly compress: level 1 saves ~14% of a 724 KB
+# full-resolution file but costs ~45 ms, more than synthesising the clip. So tiny and
+# small store those in the gzip stream uncompressed (level 0: still a valid .gz); the
+# small beat files and everything in `full` (where disk matters) are deflated.
+GZ_LEVEL = {"tiny": (0, 1), "small": (0, 1), "full": (1, 1)}
 
 # --- genre models --------------------------------------------------------------------
 #
@@ -112,7 +118,7 @@ GZ_LEVEL = 1   # gzip level of the feature files: any level reads back the same;
 #   melody, mel_div, mel_formant   melody level (dB, None = no melody), notes per beat, formant Hz
 #   sharp            chroma sharpness exponent (high = clean tonal chroma)
 
-_BASE = dict(tempo=115.0, tempo_sd=0.12, drums="rock", perc=-3.0, kick=0.0, snare=3.0, hat=0.0,
+_BASE = dict(tempo=115.0, tempo_sd=0.12, drums="rock", perc=-3.0, kick=0.0, snare=5.0, hat=3.0,
              decay=4.0, swing=0.03, sync=0.15, jitter=12.0, drift=0.006, prog="pop",
              chord_beats=(4,), comp="eighth", sustain=0.6, hdecay=10.0, p_major=0.6, p7=0.1,
              register=55, bass="beat", rolloff=1.6, odd=False, formants=((800.0, 3.0, 0.7),),
@@ -215,12 +221,13 @@ GENRE_WEIGHTS: dict[str, float] = {
 assert set(GENRES) == set(lab.GENRE_STRINGS) == set(GENRE_WEIGHTS)
 
 # Per-clip spread of the genre parameters (the source of class overlap).
-SPREAD = dict(tilt=1.6, cutoff_oct=0.45, formant_oct=0.3, formant_db=2.5, eq_db=3.0, noise=7.0,
-              dist=5.0, perc=4.0, loud=3.5, swing=0.05, sync=0.08, jitter=0.4, dyn=0.4,
-              rolloff=0.25, register=4, sharp=0.25, sustain=0.12, hdecay=0.3, bright_oct=0.35)
+SPREAD = dict(tilt=2.5, cutoff_oct=0.6, formant_oct=0.4, formant_db=3.5, eq_db=5.0, noise=9.0,
+              dist=6.0, perc=4.0, loud=3.5, swing=0.05, sync=0.08, jitter=0.4, dyn=0.4,
+              rolloff=0.35, register=5, sharp=0.3, sustain=0.12, hdecay=0.3, bright_oct=0.5,
+              resonance_db=4.5)
 
 # Drum patterns: probability of a hit on each 16th step of a 4/4 bar.
-_S = np.zeros(16)
+_S = np.zeros(16)         # silent
 
 
 def _steps(*idx, p=1.0, base=None):
@@ -361,6 +368,10 @@ class Score:
     targets: np.ndarray       # (3,) noisy targets in [0, 1]
 
 
+def _clip(x, lo, hi) -> float:
+    return float(min(max(x, lo), hi))
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + math.exp(-x))
 
@@ -368,27 +379,27 @@ def _sigmoid(x):
 def emotion_function(p: dict) -> np.ndarray:
     """Noiseless (valence, energy, danceability) of a clip from its parameters.
 
-    * valence = s(1.6 m + 1.5 log2(tempo/110) + 0.35 b - 0.1), m = +1 major / -1 minor,
+    * valence = s(0.9 m + 0.8 log2(tempo/110) + 0.2 b - 0.05), m = +1 major / -1 minor,
       b = brightness = (tilt + 4)/1.5 + log2(cutoff / 5500) (both recording-chain params);
-    * energy = s(0.22 (loud + 9) + 1.3 ln(onset_rate / 5) + 0.05 (dist + 20));
-    * danceability = s(3 (regularity - 0.55) + 2.5 (tempo_fit - 0.5) + 2 (pulse - 0.5)),
+    * energy = s(0.11 (loud + 9) + 0.65 ln(onset_rate / 6) + 0.025 (dist + 20));
+    * danceability = s(1.6 (regularity - 0.55) + 1.3 (tempo_fit - 0.5) + (pulse - 0.5)),
       regularity = exp(-jitter/20 ms) exp(-drift/0.015), tempo_fit = exp(-(log2(tempo/120)/0.35)^2),
       pulse = s((perc + 9)/3) (how present the drums are);
     where s is the logistic function. See docs/sample_data.md.
     """
     m = 1.0 if p["major"] else -1.0
     b = (p["tilt"] + 4.0) / 1.5 + math.log2(p["cutoff"] / 5500.0)
-    valence = _sigmoid(1.6 * m + 1.5 * math.log2(p["tempo"] / 110.0) + 0.35 * b - 0.1)
-    energy = _sigmoid(0.22 * (p["loud"] + 9.0) + 1.3 * math.log(p["onset_rate"] / 5.0)
-                      + 0.05 * (p["dist"] + 20.0))
+    valence = _sigmoid(0.9 * m + 0.8 * math.log2(p["tempo"] / 110.0) + 0.2 * b - 0.05)
+    energy = _sigmoid(0.11 * (p["loud"] + 9.0) + 0.65 * math.log(p["onset_rate"] / 6.0)
+                      + 0.025 * (p["dist"] + 20.0))
     reg = math.exp(-p["jitter"] / 20.0) * math.exp(-p["drift"] / 0.015)
     fit = math.exp(-(math.log2(p["tempo"] / 120.0) / 0.35) ** 2)
     pulse = _sigmoid((p["perc"] + 9.0) / 3.0)
-    dance = _sigmoid(3.0 * (reg - 0.55) + 2.5 * (fit - 0.5) + 2.0 * (pulse - 0.5))
+    dance = _sigmoid(1.6 * (reg - 0.55) + 1.3 * (fit - 0.5) + 1.0 * (pulse - 0.5))
     return np.array([valence, energy, dance])
 
 
-EMOTION_NOISE = 0.07      # sd of the additive noise on each target (before clipping)
+EMOTION_NOISE = 0.13      # sd of the additive noise on each target (before clipping)
 
 
 def _chord(degree: int, scale: np.ndarray, key: int, seventh: bool, raise_v: bool) -> tuple:
@@ -421,21 +432,21 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     T = int(rng.choice([1291, 1292, 1293], p=[0.15, 0.25, 0.6]))
 
     # ---- per-clip parameters around the genre's
-    tempo = float(np.clip(G["tempo"] * math.exp(rng.normal(0, G["tempo_sd"])), 55, 215))
+    tempo = _clip(G["tempo"] * math.exp(rng.normal(0, G["tempo_sd"])), 55, 215)
     major = bool(rng.random() < G["p_major"])
     key = int(rng.integers(12))
     loud = float(G["loud"] + rng.normal(0, sp["loud"]))
-    swing = float(np.clip(G["swing"] + rng.normal(0, sp["swing"]), 0, 0.45))
-    sync = float(np.clip(G["sync"] + rng.normal(0, sp["sync"]), 0, 0.8))
+    swing = _clip(G["swing"] + rng.normal(0, sp["swing"]), 0, 0.45)
+    sync = _clip(G["sync"] + rng.normal(0, sp["sync"]), 0, 0.8)
     jitter = float(G["jitter"] * math.exp(rng.normal(0, sp["jitter"])))
     drift = float(G["drift"] * math.exp(rng.normal(0, sp["jitter"])))
     perc = float(G["perc"] + rng.normal(0, sp["perc"]))
     tilt = float(G["tilt"] + rng.normal(0, sp["tilt"]))
-    cutoff = float(np.clip(G["cutoff"] * 2 ** rng.normal(0, sp["cutoff_oct"]), 1500, 11000))
+    cutoff = _clip(G["cutoff"] * 2 ** rng.normal(0, sp["cutoff_oct"]), 1500, 11000)
     noise = float(G["noise"] + rng.normal(0, sp["noise"]))
     dist = float(G["dist"] + rng.normal(0, sp["dist"]))
     dyn = float(G["dyn"] * math.exp(rng.normal(0, sp["dyn"])))
-    sustain = float(np.clip(G["sustain"] + rng.normal(0, sp["sustain"]), 0.05, 1.0))
+    sustain = _clip(G["sustain"] + rng.normal(0, sp["sustain"]), 0.05, 1.0)
     hdecay = float(G["hdecay"] * math.exp(rng.normal(0, sp["hdecay"])))
     rolloff = float(max(0.5, G["rolloff"] + rng.normal(0, sp["rolloff"])))
     register = float(G["register"] + rng.normal(0, sp["register"]))
@@ -446,7 +457,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     # two random, genre-independent resonances per clip (instrument/room differences)
     for _ in range(2):
         formants.append((float(2 ** rng.uniform(np.log2(150), np.log2(6000))),
-                         float(rng.normal(0, 3.0)), float(rng.uniform(0.3, 1.0))))
+                         float(rng.normal(0, sp["resonance_db"])), float(rng.uniform(0.3, 1.0))))
     chord_beats = int(rng.choice(G["chord_beats"]))
     params = dict(genre=genre, T=T, tempo=tempo, major=major, key=key, loud=loud, swing=swing,
                   sync=sync, jitter=jitter, drift=drift, perc=perc, tilt=tilt, cutoff=cutoff,
@@ -470,7 +481,6 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     nb = len(beat_times)
     bar_phase = int(rng.integers(4))                     # which beat of the bar is first
     beat_in_bar = (np.arange(nb) + bar_phase) % 4
-    bar = (np.arange(nb) + bar_phase) // 4
     # 16th-step positions within each beat, swung
     frac = np.array([0.0, 0.25, 0.5, 0.75])
     frac = frac + swing * np.array([0.0, 0.125, 0.5, 0.125]) * (frac > 0)
@@ -484,9 +494,9 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     comp_db = dyn * math.exp(-max(0.0, loud + 12.0) / 8.0)               # loud clips are compressed
     sec_db = rng.normal(0, comp_db, n_sec)
     sec_of_beat = (np.arange(nb) + bar_phase) // sec_len
-    drums_on = np.ones(n_sec, bool)
-    if rng.random() < 0.25:
-        drums_on[0] = False
+    drums_on = np.ones(nb, bool)                                         # per beat
+    if rng.random() < 0.2:                                               # intro without drums
+        drums_on[: int(rng.choice([8, 16])) + int(np.searchsorted(beat_times, 0))] = False
     frames = np.arange(T)
     beat_idx = np.clip(np.searchsorted(beat_times, frames, side="right") - 1, 0, nb - 1)
     gain_db = np.convolve(sec_db[sec_of_beat][beat_idx], np.ones(9) / 9, mode="same")
@@ -509,7 +519,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
             offb = np.isin(step_id % 4, (1, 3)) | ((step_id % 4) == 2)
             extra = offb & (rng.random(hits.shape) < sync * 0.12) & probs.any()
             hits |= extra
-        hits &= drums_on[sec_of_beat][:, None]
+        hits &= drums_on[:, None]
         t = step_t[hits] + rng.normal(0, jit, hits.sum())
         accent = np.where(step_id[hits] % 4 == 0, 1.0, 0.6)
         v = accent * np.exp(rng.normal(0, 0.25, hits.sum()))
@@ -543,6 +553,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     if arp:
         notes = []
         arp_index = {}
+    skip = rng.random(nb) < 0.5                          # rubato: some beats not re-struck
     for b in range(nb):
         c = int(chord_of_beat[b])
         change = b == 0 or chord_of_beat[b - 1] != c
@@ -550,9 +561,9 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
             sid = int(step_id[b, s])
             if not ((s == 0 and change) or sid in steps):
                 continue
-            if comp == "rubato" and s == 0 and not change and rng.random() < 0.5:
+            if comp == "rubato" and s == 0 and not change and skip[b]:
                 continue
-            t = step_t[b, s] + rng.normal(0, jit)
+            t = step_t[b, s]
             if arp:
                 tones = voiced[c]
                 note = (tones[(sid // (1 if comp == "arp16" else 2)) % len(tones)]
@@ -565,7 +576,9 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
                 u = c
             art_t.append(t)
             art_u.append(u)
-            art_v.append((1.0 if s == 0 else 0.7) * math.exp(rng.normal(0, 0.2)))
+            art_v.append(1.0 if s == 0 else 0.7)
+    art_t = list(np.asarray(art_t) + rng.normal(0, jit, len(art_t)))
+    art_v = list(np.asarray(art_v) * np.exp(rng.normal(0, 0.2, len(art_v))))
     if comp == "rubato":                                # free extra articulations
         k = int(rng.poisson(nb * 0.5))
         art_t += list(rng.uniform(0, T, k))
@@ -607,9 +620,10 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
             bidx[note] = len(bnotes)
             bnotes.append(note)
         for t in times:
-            bt.append(t + rng.normal(0, jit * 0.5))
+            bt.append(t)
             bu.append(bidx[note])
-            bv.append(math.exp(rng.normal(0, 0.15)))
+    bt = np.asarray(bt) + rng.normal(0, jit * 0.5, len(bt))
+    bv = np.exp(rng.normal(0, 0.15, len(bt)))
     order = np.argsort(bt, kind="stable")
     layers["bass"] = Layer(np.asarray(bt)[order], np.asarray(bu, int)[order], np.asarray(bv)[order],
                            bnotes, 0.6, 12.0, -3.0 + rng.normal(0, 2),
@@ -621,29 +635,33 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
         mt, mu, mv, mnotes, midx = [], [], [], [], {}
         deg = int(rng.integers(7))
         center = register + 12
+        rest = rng.random((nb, div)) < 0.25
+        moves = np.array([-2, -1, -1, 0, 1, 1, 2])[rng.integers(7, size=(nb, div))]
+        snap = rng.random(nb) < 0.6
         for b in range(nb):
             c = int(chord_of_beat[b])
             for s in range(div):
                 pos = s * 4 // div
-                if rng.random() < 0.25:
+                if rest[b, s]:
                     mt.append(step_t[b, pos])
                     mu.append(0)
                     mv.append(0.0)
                     continue
-                deg += int(rng.choice([-2, -1, -1, 0, 1, 1, 2]))
-                deg = int(np.clip(deg, -4, 11))
+                deg = min(max(deg + int(moves[b, s]), -4), 11)
                 pitch = int(key + scale[deg % 7] + 12 * (deg // 7))
-                if s == 0 and rng.random() < 0.6:
+                if s == 0 and snap[b]:
                     pitch = min(chords_pc[c], key=lambda q: abs((q - pitch + 6) % 12 - 6))
                 note = _voice([pitch], center)
                 if note not in midx:
                     midx[note] = len(mnotes)
                     mnotes.append(note)
-                mt.append(step_t[b, pos] + rng.normal(0, jit))
+                mt.append(step_t[b, pos])
                 mu.append(midx[note])
-                mv.append(math.exp(rng.normal(0, 0.25)))
+                mv.append(1.0)
         if not mnotes:
             mnotes = [(int(center),)]
+        mt = np.asarray(mt) + rng.normal(0, jit, len(mt))
+        mv = np.asarray(mv) * np.exp(rng.normal(0, 0.25, len(mv)))
         order = np.argsort(mt, kind="stable")
         mform = [(G["mel_formant"] * 2 ** rng.normal(0, 0.2), 6.0, 0.5)] if G["mel_formant"] else []
         layers["melody"] = Layer(np.asarray(mt)[order], np.asarray(mu, int)[order],
@@ -666,10 +684,10 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     ttempo = tempo
     track_t = beat_times.copy()
     u = rng.random(3)
-    if tempo < 88 and u[0] < 0.75:                        # octave error: double time
+    if tempo < 92 and u[0] < 0.85:                        # octave error: double time
         ttempo = 2 * tempo
         track_t = np.sort(np.concatenate([beat_times, beat_times + periods / 2]))
-    elif tempo > 175 and u[0] < 0.4:                      # half time
+    elif tempo > 175 and u[0] < 0.2:                      # half time
         ttempo = tempo / 2
         track_t = beat_times[::2]
     pulse = _sigmoid((perc + 9.0) / 3.0)
@@ -749,12 +767,21 @@ def _impulses(times: np.ndarray, vel: np.ndarray, T: int) -> np.ndarray:
 
 
 def render(score: Score, seed: int, group: str, index: int) -> np.ndarray:
-    """The (T, 140) float32 fused features (mel dB over chroma) of a composed clip."""
+    """The (T, 140) float32 fused features (mel dB over chroma) of a composed clip.
+
+    Every source is a fixed spectral profile (mel power per band) times an envelope
+    over frames, so the spectrogram is one product ``profiles @ envelopes`` for the
+    steady tones and one for the noise-like sources.
+    """
+    import librosa
+
     tb = _tables()
+    f4 = np.float32
     rng = np.random.default_rng([seed, GROUPS.index(group), index, 1])
     p, T = score.params, score.T
-    mel = np.zeros((lab.N_MEL, T))
-    chroma = np.zeros((12, T))
+    ar = np.arange(T)
+    # tones: body and (brighter) attack profile of every unit of every layer
+    prof, cprof, rows, crows = [], [], [], []
     harm_env = np.zeros(T)
     for name, layer in score.layers.items():
         if not layer.notes:
@@ -765,56 +792,83 @@ def render(score: Score, seed: int, group: str, index: int) -> np.ndarray:
         units, body, attack = _layer_env(layer, T)
         lvl = 10.0 ** (layer.level_db / 10.0)
         nm = pm.sum(0).mean() + 1e-12
-        mel += pm[:, units] * (lvl * body / nm) + pa[:, units] * (lvl * attack / nm)
-        chroma += pc[:, units] * (lvl * (body + attack) / (pc.sum(0).mean() + 1e-12))
+        n = len(layer.notes)
+        for P, env in ((pm, body), (pa, attack)):
+            w = np.zeros((n, T))
+            w[units, ar] = lvl * env / nm
+            prof.append(P)
+            rows.append(w)
+        w = np.zeros((n, T))
+        w[units, ar] = lvl * (body + attack) / (pc.sum(0).mean() + 1e-12)
+        cprof.append(pc)
+        crows.append(w)
         if name == "chords":
             harm_env = body + attack
+    P = np.concatenate(prof, axis=1)
+    W = np.concatenate(rows, axis=0)
+    M = float((P.sum(0) @ W).mean())                        # mean harmonic power per frame
     # drums: impulses decaying over a few frames
-    decay = GENRES[score.genre]["decay"] * math.exp(rng.normal(0, 0.2))
-    kern = np.exp(-np.arange(int(6 * decay) + 1) / decay)
     G = GENRES[score.genre]
+    decay = G["decay"] * math.exp(rng.normal(0, 0.2))
+    kern = np.exp(-np.arange(int(6 * decay) + 1) / decay)
     lv = {"kick": G["kick"], "snare": G["snare"], "hat": G["hat"]}
-    perc = np.zeros((lab.N_MEL, T))
+    nprof, nrows = [], []
     perc_env = np.zeros(T)
     for name, (times, vel) in score.drums.items():
-        if not len(times):
-            continue
-        k = kern if name != "hat" else kern[: max(2, len(kern) // 2)]
-        env = np.convolve(_impulses(times, vel ** 2, T), k)[:T] * 10.0 ** (lv[name] / 10.0)
-        perc += tb["drums"][name][:, None] * env[None, :]
-        perc_env += env
-    ptot = perc.sum(0).mean()
-    if ptot > 0:
-        scale = 10.0 ** (p["perc"] / 10.0) * mel.sum(0).mean() / ptot
-        perc *= scale
-        perc_env *= scale
-    # distortion: broadband buzz following the chords
-    dist = tb["buzz"][:, None] * (harm_env * 10.0 ** (p["dist"] / 10.0))[None, :] * mel.sum(0).mean()
-    music = (mel + perc + dist) * 10.0 ** ((p["loud"] + score.gain_db) / 10.0)[None, :]
-    eq = 10.0 ** (score.eq_db / 10.0)[:, None]
-    hiss = tb["hiss"][:, None] * 10.0 ** (p["noise"] / 10.0)
-    # texture: tones are steady, noise-like parts fluctuate like averaged chi-square bins
-    z = rng.standard_normal((2, lab.N_MEL, T + 2))
-    z = (0.5 * z[..., :-2] + z[..., 1:-1] + 0.5 * z[..., 2:]) / math.sqrt(1.5)
-    sig = tb["noise_sigma"][:, None]
-    tone = mel * 10.0 ** ((p["loud"] + score.gain_db) / 10.0)[None, :]
-    noisy = music - tone
-    S = eq * (tone * np.exp(0.15 * z[0] - 0.01125) + (noisy + hiss) * np.exp(sig * z[1] - sig ** 2 / 2))
-    S = _smear(S, tb["smear"])
-    import librosa
+        if len(times):
+            k = kern if name != "hat" else kern[: max(2, len(kern) // 2)]
+            env = np.convolve(_impulses(times, vel ** 2, T), k)[:T] * 10.0 ** (lv[name] / 10.0)
+            nprof.append(tb["drums"][name])
+            nrows.append(env)
+            perc_env += env
+    ptot = float(perc_env.mean())            # drum profiles each sum to 1 over the bands
+    scale = 10.0 ** (p["perc"] / 10.0) * M / ptot if ptot > 0 else 0.0
+    perc_env *= scale
+    gain = 10.0 ** ((p["loud"] + score.gain_db) / 10.0)
+    # noise-like: drums, distortion buzz following the chords, hiss at an absolute level
+    dist_env = harm_env * 10.0 ** (p["dist"] / 10.0) * M
+    Pn = np.stack(nprof + [tb["buzz"], tb["hiss"]], axis=1)
+    Wn = np.stack([r * scale * gain for r in nrows]
+                  + [dist_env * gain, np.full(T, 10.0 ** (p["noise"] / 10.0))])
+    with _one_blas_thread():            # tiny products: threads only cost, esp. on a busy box
+        tone = P.astype(f4) @ (W * gain).astype(f4)
+        noisy = Pn.astype(f4) @ Wn.astype(f4)
+        chroma = np.concatenate(cprof, axis=1).astype(f4) @ np.concatenate(crows, 0).astype(f4)
+    # texture: tones are steady; noise-like parts fluctuate like chi-square power averaged
+    # over the FFT bins of each band (log-normal, variance 1/k_eff), correlated over
+    # neighbouring frames like overlapping windows
+    z = rng.standard_normal((lab.N_MEL, T + 2), dtype=f4)
+    z = (f4(0.5) * z[:, :-2] + z[:, 1:-1] + f4(0.5) * z[:, 2:]) * f4(1.0 / math.sqrt(1.5))
+    sig = tb["noise_sigma"][:, None].astype(f4)
+    S = tone + noisy * np.exp(sig * z - sig * sig / 2)
+    S *= (10.0 ** (score.eq_db / 10.0)).astype(f4)[:, None]
+    S = _smear(S, tb["smear"].astype(f4))
     mel_db = librosa.power_to_db(S, ref=np.max, top_db=TOP_DB)
     # chroma: harmonic pitch classes + broadband floor, sharpness, per-frame max-normalised
-    M = mel.sum(0).mean()
-    broad = (perc_env + harm_env * 10.0 ** (p["dist"] / 10.0) * M
-             + 10.0 ** ((p["noise"] - p["loud"] - score.gain_db) / 10.0) * M)
-    chroma = chroma * M / (chroma.sum(0).mean() + 1e-12)
-    cpow = chroma + (0.5 / 12) * broad[None, :] * np.exp(0.6 * rng.standard_normal((12, T)))
-    cpow = cpow * np.exp(0.25 * rng.standard_normal((12, T))) + 1e-9
-    cpow = _smear(cpow, tb["smear"])
-    c = np.sqrt(cpow) ** p["sharp"]
+    broad = perc_env + dist_env + 10.0 ** ((p["noise"] - p["loud"] - score.gain_db) / 10.0)
+    chroma *= f4(M / (float(chroma.sum(0, dtype=np.float64).mean()) + 1e-12))
+    zc = rng.standard_normal((2, 12, T), dtype=f4)
+    cpow = chroma + (broad * (0.5 / 12)).astype(f4)[None, :] * np.exp(f4(0.6) * zc[0])
+    cpow = cpow * np.exp(f4(0.25) * zc[1]) + f4(1e-9)
+    cpow = _smear(cpow, tb["smear"].astype(f4))
+    c = cpow ** f4(p["sharp"] / 2)
     c = c / c.max(axis=0, keepdims=True)
     out = np.concatenate([mel_db, c], axis=0).astype(np.float32)      # (140, T)
     return np.ascontiguousarray(out.T)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+        return ThreadpoolController()
+    except Exception:  # threadpoolctl comes with scikit-learn; without it, leave BLAS alone
+        return None
+
+
+def _one_blas_thread():
+    ctl = _blas_controller()
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
 def _smear(x: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -824,9 +878,17 @@ def _smear(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     return sum(k[i] * xp[:, i:i + T] for i in range(5))
 
 
+def _warm_up() -> None:
+    import librosa
+
+    _tables()
+    librosa.power_to_db(np.ones((2, 3), np.float32), ref=np.max)
+    librosa.util.sync(np.ones((2, 8), np.float32), [2, 5], aggregate=np.median)
+
+
 def beat_sync(full_tf: np.ndarray, beat_frames: np.ndarray) -> np.ndarray:
-    """Beat-synchronised (T_beat, 140) features: ``librosa.util.sync`` with the median
-    on the (140, T) float32 array, exactly as the lab did."""
+    """Beat-synchronised (T_beat, 140) features, as the lab made them:
+    ``librosa.util.sync`` with ``np.median`` on the (140, T) float32 array."""
     import librosa
 
     arr = np.ascontiguousarray(np.asarray(full_tf, np.float32).T)
@@ -966,11 +1028,11 @@ def _clip_paths(out: Path, spec: ClipSpec) -> tuple[Path, Path]:
 
 
 def _make_clip(job: tuple) -> tuple:
-    seed, out, spec = job
+    seed, out, spec, (level_full, level_beat) = job
     clip = synthesize(seed, spec.group, spec.index, spec.genre)
     pf, pb = _clip_paths(Path(out), spec)
-    lab.save_features(pf, clip.full, gz=spec.gz_full, compresslevel=GZ_LEVEL)
-    lab.save_features(pb, clip.beat, gz=spec.gz_beat, compresslevel=GZ_LEVEL)
+    lab.save_features(pf, clip.full, gz=spec.gz_full, compresslevel=level_full)
+    lab.save_features(pb, clip.beat, gz=spec.gz_beat, compresslevel=level_beat)
     p = clip.score.params
     row = dict(set=spec.group, split=spec.split, id=spec.id, genre=spec.genre,
                frames=clip.full.shape[0], beat_frames=clip.beat.shape[0],
@@ -1028,8 +1090,9 @@ def generate(out_dir: str | os.PathLike, size: str = "small", seed: int = 0,
     specs = plan(size, seed)
     _prepare_out(out, overwrite)
     if workers is None:
-        workers = 1 if len(specs) < 400 else max(1, min(2, os.cpu_count() or 1))
-    jobs = [(int(seed), str(out), s) for s in specs]
+        workers = max(1, min(2, os.cpu_count() or 1))
+    _warm_up()                     # tables and librosa's lazy imports, once, before forking
+    jobs = [(int(seed), str(out), s, GZ_LEVEL[size]) for s in specs]
     results: dict = {}
     rows: dict = {}
     bar = None
@@ -1045,7 +1108,7 @@ def generate(out_dir: str | os.PathLike, size: str = "small", seed: int = 0,
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
             pool = ctx.Pool(workers)
-            it = pool.imap_unordered(_make_clip, jobs, chunksize=4)
+            it = pool.imap_unordered(_make_clip, jobs, chunksize=2 if len(jobs) < 1000 else 4)
         try:
             for group, index, targets, row in it:
                 results[(group, index)] = targets

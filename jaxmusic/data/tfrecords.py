@@ -60,17 +60,22 @@ def read_groups(set_dir: Path, split: str) -> dict[str, str] | None:
 
 
 def split_train_validation(entries: Sequence[lab.LabelEntry], fraction: float, seed: int,
-                           groups: dict[str, str] | None = None
+                           groups: dict[str, str] | None = None, folds: int = 0, fold: int = 0
                            ) -> tuple[list[lab.LabelEntry], list[lab.LabelEntry]]:
     """Seeded split of train entries; stratified by label; whole groups when given.
 
     Each stratum (a class, or for multitask data everything) is shuffled with
     its own seeded generator and ``round(fraction * n)`` items go to
     validation, so the split is independent of the order of the label file.
+    With ``folds`` = k > 1, every stratum is cut into k folds of (nearly) equal
+    size instead and fold ``fold`` is the validation split (k-fold CV).
     """
-    if not 0.0 <= fraction < 1.0:
+    if folds > 1:
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+    elif not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-    if fraction == 0.0:
+    elif fraction == 0.0:
         return list(entries), []
     if groups is not None:
         missing = [e.id for e in entries if e.id not in groups]
@@ -88,6 +93,18 @@ def split_train_validation(entries: Sequence[lab.LabelEntry], fraction: float, s
         labels = [m.label for m in members if m.label is not None]
         stratum = max(set(labels), key=labels.count) if labels else -1
         strata.setdefault(stratum, []).append(key)
+    if folds > 1:
+        val_keys = set()
+        for stratum, keys in sorted(strata.items()):
+            order = [keys[i] for i in np.random.default_rng([seed, stratum + 1]).permutation(len(keys))]
+            total, seen = sum(len(units[k]) for k in order), 0
+            for k in order:
+                if (seen * folds // total + stratum + 1) % folds == fold:
+                    val_keys.add(k)
+                seen += len(units[k])
+        train = [e for e in entries if (groups[e.id] if groups else e.id) not in val_keys]
+        val = [e for e in entries if (groups[e.id] if groups else e.id) in val_keys]
+        return train, val
     # Largest-remainder allocation: the validation share is round(fraction * N)
     # overall and as close to `fraction` as whole units allow in every stratum.
     sizes = {st: sum(len(units[k]) for k in keys) for st, keys in strata.items()}
@@ -164,6 +181,8 @@ class PrepareOptions:
     skip_bad: bool = False
     group_split: bool = True
     progress: bool = True
+    folds: int = 0   # k-fold cross-validation: k folds, validation = fold `fold`
+    fold: int = 0
 
 
 def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
@@ -178,6 +197,8 @@ def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
     per_class: dict[str, int] = {}
     classes = lab.class_map(set_dir).classes
     writers = [tf.io.TFRecordWriter(str(out / (nm + ".tmp"))) for nm in names]
+    lo, hi = lab.VIEWS[opts.view]
+    frames, col_sum, col_sq = 0, np.zeros(hi - lo), np.zeros(hi - lo)
     try:
         written = 0
         for rec in lab.iter_records(set_dir, "train" if split == "validation" else split,
@@ -187,6 +208,10 @@ def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
             counts[shard] += 1
             written += 1
             lengths.append(rec.length)
+            stored = rec.features[:, lo:hi].astype(STORE_DTYPES[opts.dtype]).astype(np.float64)
+            frames += len(stored)
+            col_sum += stored.sum(0)
+            col_sq += (stored * stored).sum(0)
             if rec.label is not None:
                 per_class[classes[rec.label]] = per_class.get(classes[rec.label], 0) + 1
             bar.update(1)
@@ -199,7 +224,13 @@ def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
         digest = hashlib.sha256((out / nm).read_bytes()).hexdigest()
         shards.append({"file": nm, "count": c, "sha256": digest})
     lengths_arr = np.asarray(lengths or [0])
+    mean = col_sum / max(frames, 1)
+    std = np.sqrt(np.maximum(col_sq / max(frames, 1) - mean * mean, 0.0))
     return {
+        # Per-feature statistics over every frame (the pipeline standardises
+        # with the train split's).
+        "feature_mean": [round(float(v), 6) for v in mean],
+        "feature_std": [round(float(v), 6) for v in std],
         "count": int(sum(counts)),
         "per_class": {c: per_class.get(c, 0) for c in classes} if kind == "genre" else None,
         "shards": shards,
@@ -235,7 +266,8 @@ def prepare(source: str | os.PathLike, set_name: str, out_dir: str | os.PathLike
     kept = {s: [e for e in es if e.genre is None or e.label is not None]
             for s, es in entries.items()}
     groups = read_groups(set_dir, "train") if opts.group_split else None
-    train, val = split_train_validation(kept["train"], opts.validation_fraction, opts.seed, groups)
+    train, val = split_train_validation(kept["train"], opts.validation_fraction, opts.seed, groups,
+                                        opts.folds, opts.fold)
     parts = {"train": train, "validation": val, "test": kept["test"]}
 
     total = sum(len(v) for v in parts.values())
@@ -260,6 +292,7 @@ def prepare(source: str | os.PathLike, set_name: str, out_dir: str | os.PathLike
         "classes": list(cmap.classes) if info.kind == "genre" else None,
         "targets": list(lab.TARGETS) if info.kind == "multitask" else None,
         "split": {"validation_fraction": opts.validation_fraction, "seed": opts.seed,
+                  "folds": opts.folds, "fold": opts.fold,
                   "stratified": info.kind == "genre", "grouped": groups is not None},
         "max_length": max((s["length"]["max"] for s in splits.values()), default=0),
         "splits": splits,
@@ -325,6 +358,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shards", type=int, default=4, help="shards per split (default 4)")
     parser.add_argument("--validation-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0, help="split seed")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="k-fold cross-validation: cut train into k folds (overrides "
+                             "--validation-fraction)")
+    parser.add_argument("--fold", type=int, default=0, help="with --folds: the validation fold")
     parser.add_argument("--dtype", choices=sorted(STORE_DTYPES), default="float16",
                         help="stored feature dtype (default float16)")
     parser.add_argument("--view", choices=sorted(lab.VIEWS), default="fused",
@@ -340,7 +377,7 @@ def run(args) -> int:
     opts = PrepareOptions(shards=args.shards, validation_fraction=args.validation_fraction,
                           seed=args.seed, dtype=args.dtype, view=args.view,
                           skip_bad=args.skip_bad, group_split=not args.no_group_split,
-                          progress=not args.quiet)
+                          progress=not args.quiet, folds=args.folds, fold=args.fold)
     for set_name in args.sets:
         m = prepare(args.source, set_name, args.out, opts)
         counts = ", ".join(f"{s} {v['count']}" for s, v in m["splits"].items())

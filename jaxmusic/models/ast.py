@@ -1,0 +1,211 @@
+"""Audio Spectrogram Transformer (Gong et al., 2021) over ``features [B, T, F]``.
+
+* Patch embedding: a ``patch x patch`` convolution with strides
+  ``(fstride, tstride)`` over the spectrogram image (frequency x time), giving a
+  grid of ``patch_grid(F, T)`` patches (128 x 1024 -> 12 x 101 = 1212).
+* A class token and a distillation token; learned positional embeddings for the
+  grid of ``(input_fdim, input_tdim)``, sliced along time when a batch has fewer
+  frames (so one model serves crops of any length up to ``input_tdim``).
+* Pre-LayerNorm transformer blocks (multi-head self-attention, MLP with exact
+  GELU), a final LayerNorm, and the latent = mean of the class and distillation
+  token outputs (AST's ``(x[:, 0] + x[:, 1]) / 2``).
+* Key padding: a time patch ``j`` is valid iff ``j * tstride + patch <=
+  max(length, patch)`` (:func:`masks.valid_patches`); the two tokens are always
+  valid. Tokens are ordered time-major (all frequency patches of time patch 0,
+  then of time patch 1, ...), so the valid tokens are a prefix and attention
+  takes per-example key lengths (``jax.nn.dot_product_attention``'s
+  ``key_value_seq_lengths``, which its cuDNN flash kernel supports natively).
+
+Parameters and porting from the PyTorch AST (``ASTModel``): ``patch_embed``
+kernel ``[16, 16, 1, D]`` = ``v.patch_embed.proj.weight.permute(2, 3, 1, 0)``
+(H = frequency, W = time); ``cls_token``/``dist_token`` ``[D]``;
+``pos_embed_tokens [2, D]`` = ``v.pos_embed[0, :2]``; ``pos_embed_patches
+[f_dim, t_dim, D]`` = ``v.pos_embed[0, 2:].reshape(f_dim, t_dim, D)`` (AST flattens
+the grid frequency-major; the grid layout here is independent of token order).
+Attention dropout is not applied (``jax.nn.dot_product_attention`` has none);
+``dropout`` applies after the positional embedding, the attention projection and
+inside the MLP, as timm's ``drop_rate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxmusic.models import masks
+
+Dtype = Any
+
+# DeiT sizes: (embed_dim, depth, num_heads).
+AST_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+_init = nn.initializers.truncated_normal(0.02)
+
+
+def patch_grid(fdim: int, tdim: int, patch: int = 16, fstride: int = 10, tstride: int = 10) -> tuple[int, int]:
+    """Number of patches along (frequency, time): ``((F - patch)//fstride + 1, (T - patch)//tstride + 1)``."""
+    if fdim < patch or tdim < patch:
+        raise ValueError(f"spectrogram {fdim}x{tdim} (F x T) is smaller than one {patch}x{patch} patch")
+    return (fdim - patch) // fstride + 1, (tdim - patch) // tstride + 1
+
+
+class MLP(nn.Module):
+    hidden: int
+    dropout: float
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        dim = x.shape[-1]
+        x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_init, name="fc1")(x)
+        x = nn.gelu(x, approximate=False)
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = nn.Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_init, name="fc2")(x)
+        return nn.Dropout(self.dropout)(x, deterministic=not train)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN block: ``x + attn(LN(x))`` then ``x + mlp(LN(x))``.
+
+    With ``query_tokens=n`` only the first ``n`` tokens are updated (they still
+    attend to every valid token): the last block only needs the two summary tokens.
+    """
+
+    num_heads: int
+    mlp_ratio: float
+    dropout: float
+    attention: str
+    dtype: Dtype
+    param_dtype: Dtype
+    query_tokens: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, kv_lengths: jax.Array, *, train: bool) -> jax.Array:
+        batch, tokens, dim = x.shape
+        head_dim = dim // self.num_heads
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="norm1")(x)
+        qkv = nn.Dense(3 * dim, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_init, name="qkv")(y)
+        q, k, v = jnp.split(qkv.reshape(batch, tokens, 3, self.num_heads, head_dim), 3, axis=2)
+        if self.query_tokens is not None:
+            x, q = x[:, : self.query_tokens], q[:, : self.query_tokens]
+        y = jax.nn.dot_product_attention(
+            q[:, :, 0],
+            k[:, :, 0],
+            v[:, :, 0],
+            key_value_seq_lengths=kv_lengths,
+            implementation=self.attention,
+        )
+        y = nn.Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_init, name="proj")(
+            y.reshape(batch, x.shape[1], dim)
+        )
+        x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
+        y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="norm2")(x)
+        return x + MLP(int(dim * self.mlp_ratio), self.dropout, self.dtype, self.param_dtype, name="mlp")(y, train=train)
+
+
+class ASTBackbone(nn.Module):
+    """AST over ``features [B, T, F]`` -> ``latent [B, embed_dim]``."""
+
+    input_fdim: int
+    input_tdim: int
+    patch_size: int = 16
+    fstride: int = 10
+    tstride: int = 10
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention: str = "auto"  # "auto": cuDNN flash attention on GPU for 16-bit dtypes, else XLA
+
+    @property
+    def feature_size(self) -> int:
+        return self.embed_dim
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid (frequency, time) of the positional embedding."""
+        return patch_grid(self.input_fdim, self.input_tdim, self.patch_size, self.fstride, self.tstride)
+
+    def num_tokens(self, tdim: int | None = None) -> int:
+        """Sequence length seen by the transformer: 2 tokens + the patches of a ``tdim``-frame input."""
+        f_dim, t_dim = patch_grid(
+            self.input_fdim, self.input_tdim if tdim is None else tdim, self.patch_size, self.fstride, self.tstride
+        )
+        return 2 + f_dim * t_dim
+
+    def _attention_implementation(self) -> str | None:
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
+        if self.attention == "auto":
+            half = jnp.dtype(self.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+            return "cudnn" if jax.default_backend() == "gpu" and half else "xla"
+        return self.attention
+
+    @nn.compact
+    def __call__(self, features: jax.Array, lengths: jax.Array, *, train: bool) -> jax.Array:
+        batch, steps, num_features = features.shape
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if num_features != self.input_fdim:
+            raise ValueError(f"ASTBackbone built for {self.input_fdim} frequency bins, got features with F={num_features}")
+        if steps > self.input_tdim:
+            raise ValueError(f"ASTBackbone built for at most {self.input_tdim} frames, got T={steps}")
+        f_max, t_max = self.grid
+        f_dim, t_dim = patch_grid(num_features, steps, self.patch_size, self.fstride, self.tstride)
+
+        # Patch embedding on the (frequency x time) image: [B, F, T, 1] -> [B, f_dim, t_dim, D].
+        image = jnp.transpose(features.astype(self.dtype), (0, 2, 1))[..., None]
+        patches = nn.Conv(
+            self.embed_dim,
+            (self.patch_size, self.patch_size),
+            strides=(self.fstride, self.tstride),
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="patch_embed",
+        )(image)
+        pos_patches = self.param("pos_embed_patches", _init, (f_max, t_max, self.embed_dim), self.param_dtype)
+        patches = patches + pos_patches[None, :, :t_dim].astype(self.dtype)
+        # Time-major token order: valid patches form a prefix of the sequence.
+        patches = jnp.transpose(patches, (0, 2, 1, 3)).reshape(batch, t_dim * f_dim, self.embed_dim)
+
+        cls_token = self.param("cls_token", _init, (self.embed_dim,), self.param_dtype)
+        dist_token = self.param("dist_token", _init, (self.embed_dim,), self.param_dtype)
+        pos_tokens = self.param("pos_embed_tokens", _init, (2, self.embed_dim), self.param_dtype)
+        tokens = (jnp.stack([cls_token, dist_token]) + pos_tokens).astype(self.dtype)
+        x = jnp.concatenate([jnp.broadcast_to(tokens[None], (batch, 2, self.embed_dim)), patches], axis=1)
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+
+        valid_t = masks.valid_patches(lengths, self.patch_size, self.tstride, t_dim)
+        kv_lengths = (2 + valid_t * f_dim).astype(jnp.int32)
+        implementation = self._attention_implementation()
+        for i in range(self.depth):
+            x = EncoderBlock(
+                self.num_heads, self.mlp_ratio, self.dropout, implementation, self.dtype, self.param_dtype,
+                query_tokens=2 if i == self.depth - 1 else None,  # only the two summary tokens are read
+                name=f"block_{i}",
+            )(x, kv_lengths, train=train)
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x[:, :2])
+        return (x[:, 0] + x[:, 1]) / 2
+
+
+def make_ast(size: str, input_fdim: int, input_tdim: int, **kw: Any) -> ASTBackbone:
+    """An :class:`ASTBackbone` of DeiT size ``tiny``/``small``/``base``; ``kw`` overrides any field."""
+    if size not in AST_SIZES:
+        raise ValueError(f"unknown AST size {size!r}; expected one of {sorted(AST_SIZES)}")
+    embed_dim, depth, num_heads = AST_SIZES[size]
+    args = dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+    args.update(kw)
+    return ASTBackbone(input_fdim=input_fdim, input_tdim=input_tdim, **args)
