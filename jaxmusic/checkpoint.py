@@ -50,22 +50,34 @@ class Checkpointer:
         self.manager.close()
 
 
-def load_variables(workdir: str | Path, which: str = "best") -> tuple[dict, dict]:
+def load_variables(workdir: str | Path, which: str = "best", sharding=None) -> tuple[dict, dict]:
     """``({"params": ..., "batch_stats": ...}, meta)`` of a run's best or latest
-    checkpoint, as numpy trees (no model or optimiser needed)."""
+    checkpoint, as numpy trees (no model or optimiser needed).
+
+    Works whatever the topology the run was saved with: arrays are restored onto
+    ``sharding`` (default: replicated over this process's first device)."""
     directory = Path(workdir).resolve() / "checkpoints"
     if not directory.is_dir():
         raise FileNotFoundError(f"{workdir}: no checkpoints/ (train this run first)")
-    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-            read_only=True)) as manager:
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_handlers=handlers) as manager:
         latest = manager.latest_step()
         if latest is None:
             raise FileNotFoundError(f"{directory}: no complete checkpoint")
-        meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = manager.restore(latest, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
         step = latest
         if which == "best" and meta.get("best_step") in manager.all_steps():
             step = meta["best_step"]
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        if sharding is None:
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        tree = manager.item_metadata(step)["state"]
+        target = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree,
+            is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
     state = restored["state"]
     variables = {"params": state["params"]}
     if state.get("batch_stats") is not None:

@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("jaxmusic.data.inspect", "counts, shapes, lengths and class histograms of a set"),
     "train": ("jaxmusic.train", "train a model from a config (then evaluate it)"),
     "evaluate": ("jaxmusic.evaluate", "score a run's best checkpoint; write metrics and tables"),
+    "transfer": ("jaxmusic.experiments", "emotion model: scratch vs fine-tuned vs frozen genre backbone"),
+    "compare-multitask": ("jaxmusic.experiments", "multitask model vs one single-axis model per axis"),
+    "cv": ("jaxmusic.experiments", "k-fold cross-validation of a config"),
+    "predict-set": ("jaxmusic.experiments", "predictions for a prepared split, in the lab's format"),
 }
 
 
@@ -32,14 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         module_name, help_text = COMMANDS[argv[0]]
         module = importlib.import_module(module_name)
         parser = argparse.ArgumentParser(prog=f"jaxmusic {argv[0]}", description=help_text)
-        module.add_arguments(parser)
+        # A module serving several commands takes the command's name.
+        multi = getattr(module, "MULTI_COMMAND", False)
+        module.add_arguments(parser, argv[0]) if multi else module.add_arguments(parser)
         args, extra = parser.parse_known_args(argv[1:])
         args.extra = extra
         if extra and not getattr(module, "ACCEPTS_EXTRA", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         from jaxmusic.data.lab import DatasetError
         try:
-            return int(module.run(args) or 0)
+            return int((module.run(args, argv[0]) if multi else module.run(args)) or 0)
         except DatasetError as e:
             print(f"jaxmusic {argv[0]}: error: {e}", file=sys.stderr)
             return 2

@@ -76,7 +76,12 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Load ``get_config()`` from a config file and apply ``--config.x=y`` overrides."""
+    """Load ``get_config()`` from a config file and apply ``--config.x=y`` overrides.
+
+    ``configs/emotion.py:valence,cnn`` passes ``"valence,cnn"`` to ``get_config``
+    (the ml_collections convention for parametrised configs).
+    """
+    path, _, arg = str(path).partition(":")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -85,9 +90,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path}: defines no get_config()")
-    config = module.get_config()
+    config = module.get_config(arg) if arg else module.get_config()
     if not config.get("name"):
-        config.name = path.stem
+        config.name = path.stem + (f"_{arg.replace(',', '_')}" if arg else "")
     apply_overrides(config, overrides)
     return config
 

@@ -47,7 +47,7 @@ def load_run(workdir: str | Path, which: str = "best"):
     config = read_config(workdir / "config.json")
     run = build_run(config)
     mesh = parallel.make_mesh()
-    host_vars, meta = checkpoint.load_variables(workdir, which)
+    host_vars, meta = checkpoint.load_variables(workdir, which, parallel.replicated(mesh))
     variables = jax.device_put(Variables(host_vars["params"], host_vars.get("batch_stats")),
                                parallel.replicated(mesh))
     _, eval_step = make_steps(run, mesh)

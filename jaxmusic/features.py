@@ -719,8 +719,7 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
         if jobs <= 1 or len(todo) <= 1:
             _in_process(args, record, bar)
         else:
-            ctx = multiprocessing.get_context("spawn")   # never fork a process that holds jax/BLAS threads
-            with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx,
+            with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=_mp_context(),
                                         initializer=_worker_init) as pool:
                 futures = [pool.submit(make_clip, *a) for a in args]
                 try:
@@ -742,6 +741,19 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
     if journal_path.exists():
         journal_path.unlink()
     return Result(set_dir, beat_dir, set_dir / REPORT_NAME, written, skipped, failed, problems)
+
+
+def _mp_context():
+    """Workers forked from a fresh server process that has imported librosa once
+    (its numba kernels compile at import): never a fork of this process, which
+    may hold JAX or BLAS threads. Falls back to spawn where forkserver is missing."""
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:  # pragma: no cover - not on this platform
+        return multiprocessing.get_context("spawn")
+    ctx.set_forkserver_preload(["jaxmusic.features", "librosa", "librosa.beat",
+                                "librosa.effects", "librosa.feature", "soundfile"])
+    return ctx
 
 
 def _in_process(args, record, bar) -> None:

@@ -52,13 +52,13 @@ class FrontendConfig:
     sample_rate: int = 22050
     n_fft: int = 2048
     hop_length: int = 512
-    n_mels: int = N_MEL
-    n_chroma: int = N_CHROMA
+    n_mels: int = N_MEL         # 0: no mel rows (a chroma-only frontend)
+    n_chroma: int = N_CHROMA    # 0: no chroma rows (a mel-only frontend)
     amin: float = 1e-10
     top_db: float | None = 80.0
     tuning: float = 0.0
     stft: str = "auto"          # "auto" | "blocks" | "xla"
-    chunk_frames: int = 64      # frames per step of the "blocks" STFT
+    chunk_frames: int = 128     # frames per step of the "blocks" STFT (working set ~1 MB)
     mel_group: int = 16         # mel bands per block-sparse matmul
 
     @property
@@ -110,6 +110,8 @@ def mel_filterbank(sample_rate: int = 22050, n_fft: int = 2048,
                    n_mels: int = N_MEL) -> np.ndarray:
     """``librosa.filters.mel`` (Slaney scale and norm): ``(n_mels, 1 + n_fft // 2)``."""
     import librosa
+    if n_mels == 0:
+        return np.zeros((0, 1 + n_fft // 2), np.float32)
     fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
     fb = np.asarray(fb, dtype=np.float32)
     fb.setflags(write=False)
@@ -121,6 +123,8 @@ def chroma_filterbank(sample_rate: int = 22050, n_fft: int = 2048, n_chroma: int
                       tuning: float = 0.0) -> np.ndarray:
     """``librosa.filters.chroma``: ``(n_chroma, 1 + n_fft // 2)``."""
     import librosa
+    if n_chroma == 0:
+        return np.zeros((0, 1 + n_fft // 2), np.float32)
     fb = librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, n_chroma=n_chroma, tuning=tuning)
     fb = np.asarray(fb, dtype=np.float32)
     fb.setflags(write=False)
@@ -227,9 +231,11 @@ def _raw_features_blocks(audio: jax.Array, cfg: FrontendConfig) -> jax.Array:
     frames; see the module docstring."""
     batch, n_samples = audio.shape
     n_fft, hop = cfg.n_fft, cfg.hop_length
-    half, c = n_fft // 2, cfg.chunk_frames
+    half = n_fft // 2
     n_frames = cfg.n_frames(n_samples)
-    n_chunks = -(-n_frames // c)
+    # Equal chunks of at most chunk_frames (a multiple of 8) with little padding.
+    n_chunks = -(-n_frames // cfg.chunk_frames)
+    c = -(-(-(-n_frames // n_chunks)) // 8) * 8
     n_blocks = n_chunks * c + 3                 # 4 hop blocks per frame
     mel_blocks = _mel_blocks(cfg)
     _, chroma_fb = _filterbanks(cfg)
@@ -248,7 +254,7 @@ def _raw_features_blocks(audio: jax.Array, cfg: FrontendConfig) -> jax.Array:
         clip, part = i // n_chunks, i % n_chunks
         blk = lax.dynamic_slice_in_dim(blocks, clip * n_blocks + part * c, c + 3, axis=0)
         # [hop/2, 2, c + 3]: (even, odd) sample pairs of each hop block, blocks minor.
-        blk = blk.reshape(c + 3, hop // 2, 2).transpose(1, 2, 0)
+        blk = lax.optimization_barrier(blk.reshape(c + 3, hop // 2, 2).transpose(1, 2, 0))
         # First radix-4 stage: its four inputs are the frame's four hop blocks,
         # packed as complex (even + 1j * odd samples).
         # Real arithmetic here: no complex products needed (twiddles are 1).
@@ -277,8 +283,9 @@ def _raw_features_blocks(audio: jax.Array, cfg: FrontendConfig) -> jax.Array:
         for lo, hi, weights in mel_blocks:
             # Slaney mel filters are zero at DC and Nyquist: bins lo..hi-1 are 1..half-1.
             rows.append(jnp.dot(weights, power[lo - 1:hi - 1]))
-        rows.append(jnp.dot(chroma_mid, power)
-                    + chroma_dc * p_dc[None] + chroma_nyq * p_nyq[None])
+        if cfg.n_chroma:
+            rows.append(jnp.dot(chroma_mid, power)
+                        + chroma_dc * p_dc[None] + chroma_nyq * p_nyq[None])
         return jnp.concatenate(rows, axis=0)                       # [F, c]
 
     out = lax.map(chunk, jnp.arange(batch * n_chunks, dtype=jnp.int32))
@@ -340,6 +347,8 @@ def frontend(audio: jax.Array, lengths: jax.Array | None = None,
     audio = jnp.asarray(audio, jnp.float32)
     if audio.ndim != 2:
         raise ValueError(f"audio must be [batch, samples], got shape {audio.shape}")
+    if config.n_features == 0:
+        raise ValueError("the frontend needs mel rows, chroma rows or both")
     batch, n_samples = audio.shape
     audio = _mask_audio(audio, lengths)
     impl = config.resolved_stft()
@@ -351,9 +360,13 @@ def frontend(audio: jax.Array, lengths: jax.Array | None = None,
     n_frames = raw.shape[1]
     flen = frame_lengths(lengths, n_samples, batch, config)
     mask = jnp.arange(n_frames)[None, :] < flen[:, None]
-    mel_db = power_to_db(raw[..., :config.n_mels], mask, amin=config.amin, top_db=config.top_db)
-    chroma = normalize_chroma(raw[..., config.n_mels:])
-    feats = jnp.concatenate([mel_db, chroma], axis=-1)
+    parts = []
+    if config.n_mels:
+        parts.append(power_to_db(raw[..., :config.n_mels], mask, amin=config.amin,
+                                 top_db=config.top_db))
+    if config.n_chroma:
+        parts.append(normalize_chroma(raw[..., config.n_mels:]))
+    feats = jnp.concatenate(parts, axis=-1)
     return jnp.where(mask[..., None], feats, 0.0), flen
 
 

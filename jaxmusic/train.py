@@ -372,7 +372,8 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
             break
     ckpt.close()
     logger.close()
-    return {"state": state, "meta": meta, "run": run}
+    return {"state": state, "meta": meta, "run": run, "train_step": train_step,
+            "eval_step": eval_step}
 
 
 def _scalars(report: dict) -> dict:
@@ -430,6 +431,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workdir", required=True, help="run directory (runs/<name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint in --workdir")
+    parser.add_argument("--init-from", help="transfer: start the backbone from this run's best "
+                        "checkpoint (its model and view settings are taken over)")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="with --init-from: train the head only")
     parser.add_argument("--no-evaluate", action="store_true",
                         help="skip the test-set evaluation after training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -444,6 +449,12 @@ def run(args) -> int:
     if args.coordinator or args.num_processes:
         parallel.init_distributed(args.coordinator, args.num_processes, args.process_id)
     config = load_config(args.config, args.extra)
+    if args.init_from:
+        from jaxmusic.experiments import match_source_run
+
+        config = match_source_run(config, args.init_from)
+        config.train.init_from = args.init_from
+        config.train.freeze_backbone = args.freeze_backbone
     train(config, args.workdir, resume=args.resume, progress=not args.quiet)
     if not args.no_evaluate:
         from jaxmusic import evaluate

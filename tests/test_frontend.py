@@ -107,7 +107,7 @@ def test_jit_vmap_per_clip_equals_batch(batch, outputs):
 
     vm_feats, vm_len = jax.jit(jax.vmap(one))(jnp.asarray(audio), jnp.asarray(lengths))
     np.testing.assert_array_equal(np.asarray(vm_len), flen)
-    np.testing.assert_allclose(np.asarray(vm_feats), feats, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(vm_feats), feats, rtol=0, atol=1e-4)
 
 
 def test_silence_gives_floor_not_nan():
@@ -157,7 +157,7 @@ def test_flax_module_views(batch, outputs):
     variables = model.init(jax.random.PRNGKey(0), jnp.asarray(audio), jnp.asarray(lengths))
     assert not jax.tree_util.tree_leaves(variables)          # no parameters
     mel, flen = model.apply(variables, jnp.asarray(audio), jnp.asarray(lengths))
-    np.testing.assert_allclose(np.asarray(mel), feats[..., :128], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(mel), feats[..., :128], rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="view"):
         fe.Frontend(config=XLA, view="tempo").apply({}, jnp.asarray(audio[:1]))
 

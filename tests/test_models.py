@@ -6,6 +6,8 @@ Shapes are tiny so the whole file compiles and runs in well under a minute on 2 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +42,20 @@ def padded_batch(seed: int = 0, steps: int = T, features: int = F) -> np.ndarray
 
 def with_extra_padding(x: np.ndarray, extra: int = EXTRA) -> np.ndarray:
     return np.concatenate([x, np.zeros((x.shape[0], extra, x.shape[2]), x.dtype)], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def init(model, x, lengths, seed=0):
+    """Jitted ``model.init`` (eager flax would dispatch and compile op by op)."""
+    return model.init(jax.random.key(seed), x, lengths, train=False)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "train", "mutable", "capture_intermediates"))
+def run(model, variables, x, lengths, *, train=False, rng=None, mutable=False, capture_intermediates=False):
+    """Jitted ``model.apply``."""
+    rngs = {"dropout": rng} if rng is not None else None
+    return model.apply(variables, x, lengths, train=train, rngs=rngs, mutable=mutable,
+                       capture_intermediates=capture_intermediates)
 
 
 def small_backbones() -> dict[str, object]:
@@ -91,15 +107,15 @@ def test_latent_ignores_padding_length(name):
     model = small_backbones()[name]
     x = padded_batch(seed=2)
     x_long = with_extra_padding(x)
-    variables = model.init(jax.random.key(0), jnp.asarray(x_long), LENGTHS, train=False)
-    short = model.apply(variables, x, LENGTHS, train=False)
-    long = model.apply(variables, x_long, LENGTHS, train=False)
+    variables = init(model, x_long, LENGTHS)
+    short = run(model, variables, x, LENGTHS)
+    long = run(model, variables, x_long, LENGTHS)
     assert short.shape == (B, model.feature_size)
     np.testing.assert_allclose(np.asarray(short), np.asarray(long), atol=2e-6, rtol=1e-5)
     # And it is not trivially constant: a change inside the valid part moves the latent.
     x_changed = x.copy()
     x_changed[2, 0] += 1.0
-    moved = model.apply(variables, x_changed, LENGTHS, train=False)
+    moved = run(model, variables, x_changed, LENGTHS)
     assert np.abs(np.asarray(moved[2]) - np.asarray(short[2])).max() > 1e-6
 
 
@@ -150,8 +166,8 @@ def test_lstm_matches_numpy_pytorch_equations(bidirectional, summary):
     x = padded_batch(seed=3)
     model = LSTMBackbone(hidden_size=5, num_layers=2, bidirectional=bidirectional, dropout=0.3,
                          summary=summary, chunk_size=16)  # 40 steps = 3 chunks, the last one partial
-    params = model.init(jax.random.key(1), x, LENGTHS, train=False)["params"]
-    got = model.apply({"params": params}, x, LENGTHS, train=False)
+    params = init(model, x, LENGTHS, 1)["params"]
+    got = run(model, {"params": params}, x, LENGTHS)
     expected = numpy_lstm(x, LENGTHS, params, num_layers=2, bidirectional=bidirectional, summary=summary)
     assert got.shape == (B, model.feature_size) == (B, 5 * (2 if bidirectional else 1))
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
@@ -161,14 +177,14 @@ def test_lstm_gradient_matches_finite_differences_of_numpy_reference():
     """The hand-written backward pass against float64 central differences."""
     x = padded_batch(seed=4)
     model = LSTMBackbone(hidden_size=4, num_layers=2, bidirectional=True, dropout=0.0, chunk_size=7)
-    params = model.init(jax.random.key(2), x, LENGTHS, train=False)["params"]
+    params = init(model, x, LENGTHS, 2)["params"]
     rng = np.random.default_rng(5)
     weights = rng.normal(size=(B, model.feature_size))
 
     def loss(p, inputs):
         return jnp.sum(model.apply({"params": p}, inputs, LENGTHS, train=False) * weights)
 
-    grad_p, grad_x = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x))
+    grad_p, grad_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(x))
     direction = {k: rng.normal(size=v.shape) for k, v in params.items()}
     dx = rng.normal(size=x.shape) * (np.arange(T)[None, :, None] < LENGTHS[:, None, None])
 
@@ -187,7 +203,7 @@ def test_lstm_matches_torch_packed_sequences():
     x = padded_batch(seed=6)
     hidden, layers = 5, 2
     model = LSTMBackbone(hidden_size=hidden, num_layers=layers, bidirectional=True, dropout=0.0, chunk_size=16)
-    params = model.init(jax.random.key(3), x, LENGTHS, train=False)["params"]
+    params = init(model, x, LENGTHS, 3)["params"]
     lstm = torch.nn.LSTM(F, hidden, layers, batch_first=True, bidirectional=True)
     with torch.no_grad():  # the documented JAX -> PyTorch mapping
         for layer in range(layers):
@@ -207,9 +223,9 @@ def test_lstm_matches_torch_packed_sequences():
     def loss(p, inputs):
         return jnp.sum(model.apply({"params": p}, inputs, LENGTHS, train=False) * weights)
 
-    got = model.apply({"params": params}, x, LENGTHS, train=False)
+    got = run(model, {"params": params}, x, LENGTHS)
     np.testing.assert_allclose(np.asarray(got), expected.detach().numpy(), atol=1e-5)
-    grad_p, grad_x = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x))
+    grad_p, grad_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(grad_x), x_torch.grad.numpy(), atol=1e-5)
     for layer in range(layers):
         for d, suffix in enumerate(["", "_reverse"]):
@@ -224,15 +240,15 @@ def test_lstm_matches_torch_packed_sequences():
 def test_lstm_dropout_between_layers_only_in_train_mode():
     x = padded_batch(seed=8)
     model = LSTMBackbone(hidden_size=5, num_layers=2, dropout=0.5)
-    params = model.init(jax.random.key(0), x, LENGTHS, train=False)
-    eval_a = model.apply(params, x, LENGTHS, train=False)
-    train_a = model.apply(params, x, LENGTHS, train=True, rngs={"dropout": jax.random.key(1)})
-    train_b = model.apply(params, x, LENGTHS, train=True, rngs={"dropout": jax.random.key(2)})
+    params = init(model, x, LENGTHS)
+    eval_a = run(model, params, x, LENGTHS)
+    train_a = run(model, params, x, LENGTHS, train=True, rng=jax.random.key(1))
+    train_b = run(model, params, x, LENGTHS, train=True, rng=jax.random.key(2))
     assert not np.allclose(train_a, train_b) and not np.allclose(train_a, eval_a)
     single = LSTMBackbone(hidden_size=5, num_layers=1, dropout=0.5)  # nothing between layers: no dropout
-    p1 = single.init(jax.random.key(0), x, LENGTHS, train=False)
-    np.testing.assert_array_equal(single.apply(p1, x, LENGTHS, train=True, rngs={"dropout": jax.random.key(1)}),
-                                  single.apply(p1, x, LENGTHS, train=False))
+    p1 = init(single, x, LENGTHS)
+    np.testing.assert_array_equal(run(single, p1, x, LENGTHS, train=True, rng=jax.random.key(1)),
+                                  run(single, p1, x, LENGTHS))
 
 
 # ----------------------------------------------------------------------------- CNN
@@ -246,8 +262,8 @@ def test_cnn_global_pooling_is_masked_mean_over_valid_pooled_frames():
     for b, n in enumerate(lengths):
         x[b, :n] = (b + 1) * ramp[None, :] + np.arange(n, dtype=np.float32)[:, None] / 10
     model = CNNBackbone(channels=(2, 3, 3, 4))
-    variables = model.init(jax.random.key(0), x, lengths, train=False)
-    latent, state = model.apply(variables, x, lengths, train=False, mutable=["intermediates"])
+    variables = init(model, x, lengths)
+    latent, state = run(model, variables, x, lengths, mutable=("intermediates",))
     feature_map = np.asarray(state["intermediates"]["feature_map"][0])  # [B, 40 // 16, 1, 4]
     assert feature_map.shape == (B, 2, 1, 4)
     valid = np.maximum(1, lengths // 16)
@@ -263,12 +279,12 @@ def test_cnn_batchnorm_running_stats_update_in_train_mode():
     for b, n in enumerate(LENGTHS):
         x[b, n:] = 0.0
     model = CNNBackbone(channels=(3, 4, 5, 6))
-    variables = model.init(jax.random.key(0), x, LENGTHS, train=False)
+    variables = init(model, x, LENGTHS)
     stats = variables["batch_stats"]["batch_norm_0"]
     np.testing.assert_array_equal(stats["mean"], 0.0)
     np.testing.assert_array_equal(stats["var"], 1.0)
-    (_, state) = model.apply(variables, x, LENGTHS, train=True,
-                             mutable=["batch_stats", "intermediates"], capture_intermediates=True)
+    _, state = run(model, variables, x, LENGTHS, train=True, mutable=("batch_stats", "intermediates"),
+                   capture_intermediates=True)
     conv = np.asarray(state["intermediates"]["conv_0"]["__call__"][0], np.float64)  # [B, T, F, 3]
     valid = np.arange(T)[None, :] < LENGTHS[:, None]
     frames = conv[valid]  # valid frames only: [sum(lengths), F, 3]
@@ -278,7 +294,7 @@ def test_cnn_batchnorm_running_stats_update_in_train_mode():
     np.testing.assert_allclose(np.asarray(new["mean"]), 0.1 * mean, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(new["var"]), 0.9 + 0.1 * var, rtol=1e-4)
     # Eval mode leaves them alone.
-    _, untouched = model.apply(variables, x, LENGTHS, train=False, mutable=["batch_stats"])
+    _, untouched = run(model, variables, x, LENGTHS, mutable=("batch_stats",))
     np.testing.assert_array_equal(untouched["batch_stats"]["batch_norm_0"]["mean"], stats["mean"])
 
 
@@ -305,8 +321,8 @@ def test_ast_patch_grid_and_sizes():
 def test_ast_tokens_and_two_token_average():
     model = small_backbones()["ast"]
     x = padded_batch(seed=10)
-    variables = model.init(jax.random.key(0), jnp.asarray(with_extra_padding(x)), LENGTHS, train=False)
-    latent, state = model.apply(variables, x, LENGTHS, train=False, capture_intermediates=True)
+    variables = init(model, with_extra_padding(x), LENGTHS)
+    latent, state = run(model, variables, x, LENGTHS, mutable=("intermediates",), capture_intermediates=True)
     inter = state["intermediates"]
     f_dim, t_dim = patch_grid(F, T, 4, 4, 3)
     assert (f_dim, t_dim) == (3, 13)
@@ -325,10 +341,10 @@ def test_ast_tokens_and_two_token_average():
 def test_bfloat16_compute_close_to_float32(name):
     model = small_backbones()[name]
     x = padded_batch(seed=11)
-    variables = model.init(jax.random.key(0), x, LENGTHS, train=False)
+    variables = init(model, x, LENGTHS)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables["params"]))
-    reference = np.asarray(model.apply(variables, x, LENGTHS, train=False))
-    low = model.clone(dtype=jnp.bfloat16).apply(variables, x, LENGTHS, train=False)
+    reference = np.asarray(run(model, variables, x, LENGTHS))
+    low = run(model.clone(dtype=jnp.bfloat16), variables, x, LENGTHS)
     assert low.dtype == jnp.bfloat16
     low = np.asarray(low.astype(jnp.float32))
     assert np.all(np.isfinite(low))
@@ -340,7 +356,7 @@ def test_gradients_flow_to_every_parameter(name):
     model = Model(backbone=small_backbones()[name], head=ClassifierHead(3))
     x = padded_batch(seed=12)
     labels = jnp.array([0, 1, 2, 1])
-    variables = model.init(jax.random.key(0), x, LENGTHS, train=False)
+    variables = init(model, x, LENGTHS)
 
     def loss(params):
         out, _ = model.apply({**variables, "params": params}, x, LENGTHS, train=True,
@@ -348,7 +364,7 @@ def test_gradients_flow_to_every_parameter(name):
         logp = jax.nn.log_softmax(out["output"])
         return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
 
-    grads = jax.grad(loss)(variables["params"])
+    grads = jax.jit(jax.grad(loss))(variables["params"])
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         g = np.asarray(g)
         assert np.all(np.isfinite(g)), path
@@ -371,8 +387,8 @@ def test_heads_and_model_outputs():
 
     model = Model(backbone=CNNBackbone(channels=(2, 2, 2, 2)), head=ClassifierHead(10))
     x = padded_batch(seed=14)
-    variables = model.init(jax.random.key(0), x, LENGTHS, train=False)
-    out = model.apply(variables, x, LENGTHS, train=False)
+    variables = init(model, x, LENGTHS)
+    out = run(model, variables, x, LENGTHS)
     assert set(out) == {"output", "latent"} and out["latent"].shape == (B, 2)
     assert set(variables["params"]) == {"backbone", "head"}
 

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from jaxmusic import cli
 from jaxmusic.data import lab, sample
@@ -178,16 +179,20 @@ def test_clips_are_seeded_individually(records, specs):
 def test_same_seed_is_byte_identical_through_the_cli(tiny, tmp_path, capsys):
     out, _ = tiny
     again = tmp_path / "again"
+    # a stale earlier sample-data output there is replaced, not mixed in
+    stale = again / "multitask_dataset" / "test" / "999999.fused.full.npy"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    (again / "answers").mkdir()
+    (again / "answers" / "summary.json").write_text('{"generator": "jaxmusic.data.sample"}')
     assert cli.main(["sample-data", str(again), "--size", "tiny", "--seed", str(SEED),
                      "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "fma_genre_spectrograms_beat" in printed and "160" in printed
     a, b = _tree_digest(out), _tree_digest(again)
-    assert len(a) == 2 * 280 + 7 + 3          # clip files + label files + answers
+    assert len(a) == 2 * 280 + 6 + 3          # clip files + label files + answers
     assert a == b
-    # running it again over its own output replaces it, still identical
-    sample.generate(again, size="tiny", seed=SEED, progress=False)
-    assert _tree_digest(again) == a
+    assert not stale.exists()
 
 
 def test_different_seed_differs(specs):
@@ -265,8 +270,9 @@ def _rhythm_features(full: np.ndarray, beat: np.ndarray) -> np.ndarray:
 def test_classes_overlap_for_a_time_average_but_time_helps(records):
     """Logistic regression on the 10 merged classes (tiny: 150 clips, 5-fold CV).
 
-    Measured with seed 0: time average ~0.45, with rhythm statistics ~0.7;
-    chance is 0.10 (uniform) / 0.20 (majority class).
+    Measured (seeds 0-3, CV folds vary +-0.05): time average 0.39-0.49, with the
+    rhythm statistics 0.49-0.59, i.e. +0.09..+0.13; chance is 0.10 (uniform) / 0.20
+    (majority class). On ``small`` the gap is ~+0.2 (docs/sample_data.md).
     """
     full = {**records["fma_genre_spectrograms"]["train"], **records["fma_genre_spectrograms"]["test"]}
     beat = {**records["fma_genre_spectrograms_beat"]["train"],
@@ -282,7 +288,8 @@ def test_classes_overlap_for_a_time_average_but_time_helps(records):
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
         return cross_val_score(clf, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0)).mean()
 
-    acc_mean, acc_time = cv(X_mean), cv(X_time)
-    assert 0.25 <= acc_mean <= 0.70, acc_mean
-    assert acc_time >= acc_mean + 0.08, (acc_mean, acc_time)
+    with threadpool_limits(1):      # small problem: BLAS threads only contend
+        acc_mean, acc_time = cv(X_mean), cv(X_time)
+    assert 0.25 <= acc_mean <= 0.65, acc_mean
+    assert acc_time >= acc_mean + 0.05, (acc_mean, acc_time)
     assert acc_time < 0.98

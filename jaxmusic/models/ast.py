@@ -166,7 +166,7 @@ class ASTBackbone(nn.Module):
         f_dim, t_dim = patch_grid(num_features, steps, self.patch_size, self.fstride, self.tstride)
 
         # Patch embedding on the (frequency x time) image: [B, F, T, 1] -> [B, f_dim, t_dim, D].
-        image = jnp.transpose(features.astype(self.dtype), (0, 2, 1))[..., None]
+        image = jnp.transpose(jnp.asarray(features, self.dtype), (0, 2, 1))[..., None]
         patches = nn.Conv(
             self.embed_dim,
             (self.patch_size, self.patch_size),

@@ -71,7 +71,7 @@ class CNNBackbone(nn.Module):
             valid = masks.padding_mask(masks.pooled_lengths(lengths, level), x.shape[1])
             return jnp.where(valid[:, :, None, None], x, jnp.zeros((), x.dtype)), valid
 
-        x, valid = zero_padding(features.astype(self.dtype)[..., None], 0)
+        x, valid = zero_padding(jnp.asarray(features, self.dtype)[..., None], 0)
         for level, width in enumerate(self.channels):
             x = nn.Conv(
                 int(width),

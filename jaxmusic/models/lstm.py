@@ -349,7 +349,7 @@ class LSTMBackbone(nn.Module):
         hidden, directions = self.hidden_size, self.num_directions
         init = _uniform(1.0 / hidden**0.5)
 
-        x = features.astype(self.dtype)
+        x = jnp.asarray(features, self.dtype)
         input_size = num_features
         h_last = None
         for layer in range(self.num_layers):

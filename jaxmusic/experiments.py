@@ -1,0 +1,216 @@
+"""The lab's comparisons, each as one command over ordinary runs.
+
+* ``jaxmusic transfer``: emotion regression trained from scratch, fine-tuned from a
+  genre run's best checkpoint, and with the genre backbone frozen (head only), on
+  the same split and seed (lab step 8).
+* ``jaxmusic compare-multitask``: one multitask model (three heads) against one
+  single-axis model per axis, same backbone, split and seed (lab step 9).
+* ``jaxmusic cv``: k-fold cross-validation of a config (mean +/- std).
+* ``jaxmusic predict-set``: predictions for a whole prepared split in the lab's
+  file format (``Id,valence,energy,danceability``).
+
+Each comparison writes ``comparison.json`` (``{"title", "columns", "rows"}``, read by
+the report) and ``comparison.md`` into its work directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jaxmusic.data import lab
+
+MULTI_COMMAND = True  # add_arguments/run take the command's name (see jaxmusic/cli.py)
+
+
+def _train_and_score(config, workdir: Path, progress: bool) -> dict:
+    from jaxmusic.evaluate import evaluate_run
+    from jaxmusic.train import train
+
+    train(config, workdir, progress=progress)
+    return evaluate_run(workdir, progress=False)
+
+
+def _axis_row(name: str, metrics: dict, axes=lab.TARGETS) -> list:
+    sp = metrics["validation"]["spearman"]
+    vals = [sp.get(a) for a in axes]
+    return [name] + [None if v is None else round(v, 4) for v in vals] + [
+        round(float(np.mean([v for v in vals if v is not None])), 4)]
+
+
+def write_comparison(workdir: Path, title: str, columns: list, rows: list, notes: str = "") -> dict:
+    table = {"title": title, "columns": columns, "rows": rows, "notes": notes}
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+    fmt = lambda v: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+    md = [f"## {title}", "", "| " + " | ".join(columns) + " |",
+          "|---|" + "---:|" * (len(columns) - 1)]
+    md += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    if notes:
+        md += ["", notes]
+    (workdir / "comparison.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return table
+
+
+def match_source_run(config, source: str | Path):
+    """A regression config made to fit a genre run: same backbone and view (and for
+    AST the same input length, which fixes its positional embeddings)."""
+    from jaxmusic.config import read_config
+
+    source = Path(source)
+    src = read_config(source / "config.json")
+    info = json.loads((source / "run.json").read_text())
+    config = copy.deepcopy(config)
+    config.model = src.model
+    config.data.view = src.data.view
+    if src.model.name == "ast":
+        config.data.max_length = info["max_length"]
+    return config
+
+
+def transfer(config, genre_run: str | Path, workdir: str | Path, progress: bool = True) -> dict:
+    workdir = Path(workdir)
+    base = match_source_run(config, genre_run)
+    variants = {
+        "scratch": {},
+        "fine-tune (whole network)": {"init_from": str(genre_run)},
+        "frozen backbone (head only)": {"init_from": str(genre_run), "freeze_backbone": True},
+    }
+    rows = []
+    for i, (name, changes) in enumerate(variants.items()):
+        cfg = copy.deepcopy(base)
+        cfg.name = f"{base.name}_{['scratch', 'finetune', 'frozen'][i]}"
+        for k, v in changes.items():
+            cfg.train[k] = v
+        metrics = _train_and_score(cfg, workdir / cfg.name.split("_")[-1], progress)
+        rows.append(_axis_row(name, metrics, config.data.targets))
+    return write_comparison(
+        workdir, f"Transfer from {Path(genre_run).name} to {config.data.set} "
+                 f"({base.model.name}, view {base.data.view})",
+        ["variant", *config.data.targets, "mean"], rows,
+        "Validation Spearman (held out from train, same split and seed for every row).")
+
+
+def compare_multitask(config, workdir: str | Path, progress: bool = True) -> dict:
+    workdir = Path(workdir)
+    rows = []
+    mt = copy.deepcopy(config)
+    mt.task = "multitask"
+    mt.data.targets = lab.TARGETS
+    mt.name = f"{config.name}_multitask"
+    rows.append(_axis_row("multitask (3 heads)", _train_and_score(mt, workdir / "multitask",
+                                                                  progress)))
+    single = []
+    for axis in lab.TARGETS:
+        cfg = copy.deepcopy(config)
+        cfg.task = "regression"
+        cfg.data.targets = (axis,)
+        cfg.name = f"{config.name}_{axis}"
+        single.append(_train_and_score(cfg, workdir / axis, progress)["validation"]["spearman"][axis])
+    rows.append(["single-task (one model per axis)"] + [round(v, 4) for v in single]
+                + [round(float(np.mean(single)), 4)])
+    return write_comparison(
+        workdir, f"Multitask vs single-task on {config.data.set} ({config.model.name})",
+        ["model", *lab.TARGETS, "mean"], rows,
+        "Validation Spearman (held out from train, same split and seed for every row).")
+
+
+def cross_validate(config, folds: int, workdir: str | Path, shards: int = 2,
+                   progress: bool = True) -> dict:
+    from jaxmusic.data import tfrecords
+    from jaxmusic.train import build_run
+
+    workdir = Path(workdir)
+    select = build_run(config).task.select_metric  # also checks the prepared set exists
+    values, rows = [], []
+    for fold in range(folds):
+        prepared = workdir / "prepared" / f"fold{fold}"
+        src = Path(config.data.prepared) / config.data.set / "manifest.json"
+        split = json.loads(src.read_text())["split"]
+        tfrecords.prepare(config.data.root, config.data.set, prepared, tfrecords.PrepareOptions(
+            shards=shards, seed=split["seed"], folds=folds, fold=fold, progress=progress))
+        cfg = copy.deepcopy(config)
+        cfg.data.prepared = str(prepared)
+        cfg.name = f"{config.name}_fold{fold}"
+        metrics = _train_and_score(cfg, workdir / f"fold{fold}", progress)
+        value = metrics["validation"]
+        for part in select.split("."):
+            value = value[part]
+        values.append(float(value))
+        rows.append([f"fold {fold}", round(float(value), 4)])
+    mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if folds > 1 else 0.0
+    rows.append(["mean +/- std", f"{mean:.4f} +/- {std:.4f}"])
+    (workdir / "cv.json").write_text(json.dumps(
+        {"metric": select, "folds": folds, "values": values, "mean": mean, "std": std}, indent=2))
+    return write_comparison(workdir, f"{folds}-fold cross-validation of {config.name}",
+                            ["fold", f"validation {select}"], rows)
+
+
+def predict_set(workdir: str | Path, set_split: str, out: str | Path | None = None) -> Path:
+    """Predictions of a run's best checkpoint for ``<set>/<split>`` of its prepared root."""
+    import jax
+
+    from jaxmusic.data.pipeline import PreparedSet
+    from jaxmusic.evaluate import load_run, write_predictions
+    from jaxmusic.train import predict_split
+
+    workdir = Path(workdir)
+    set_name, _, split = set_split.partition("/")
+    split = split or "test"
+    run, variables, eval_step, mesh, _ = load_run(workdir)
+    pset = PreparedSet.open(Path(run.config.data.prepared) / set_name)
+    bs = -(-max(run.config.train.batch_size, 1) // jax.device_count()) * jax.device_count()
+    res = predict_split(run, variables, eval_step, mesh, pset, split, bs)
+    out = Path(out) if out else workdir / f"predictions_{set_name}_{split}.csv"
+    if run.task.data_kind == "genre":
+        names = run.task.label_names
+        probs = np.asarray(jax.nn.softmax(res["outputs"], axis=-1))
+        lines = ["Id,Genre," + ",".join(names)]
+        lines += [f"{i},{names[int(p.argmax())]}," + ",".join(f"{v:.6f}" for v in p)
+                  for i, p in zip(res["ids"], probs)]
+        out.write_text("\n".join(lines) + "\n")
+    else:
+        write_predictions(out, res["ids"], res["outputs"], run.task.label_names)
+    print(f"{len(res['ids'])} predictions -> {out}")
+    return out
+
+
+# --- CLI: one module, four commands (see COMMANDS in jaxmusic/cli.py) ----------------------
+
+ACCEPTS_EXTRA = True
+
+
+def add_arguments(parser, command: str) -> None:
+    if command == "predict-set":
+        parser.add_argument("--workdir", required=True)
+        parser.add_argument("--set", required=True, help="<prepared set>/<split>, e.g. "
+                            "multitask_dataset/test")
+        parser.add_argument("--out", help="output file (default: in the run directory)")
+        return
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--quiet", action="store_true")
+    if command == "transfer":
+        parser.add_argument("--init-from", required=True, help="a genre run directory")
+    if command == "cv":
+        parser.add_argument("--folds", type=int, default=5)
+
+
+def run(args, command: str) -> int:
+    if command == "predict-set":
+        predict_set(args.workdir, args.set, args.out)
+        return 0
+    from jaxmusic.config import load_config
+
+    config = load_config(args.config, args.extra)
+    if command == "transfer":
+        transfer(config, args.init_from, args.workdir, progress=not args.quiet)
+    elif command == "compare-multitask":
+        compare_multitask(config, args.workdir, progress=not args.quiet)
+    elif command == "cv":
+        cross_validate(config, args.folds, args.workdir, progress=not args.quiet)
+    return 0
