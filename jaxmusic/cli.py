@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("jaxmusic.data.inspect", "counts, shapes, lengths and class histograms of a set"),
     "train": ("jaxmusic.train", "train a model from a config (then evaluate it)"),
     "evaluate": ("jaxmusic.evaluate", "score a run's best checkpoint; write metrics and tables"),
+    "features": ("jaxmusic.features", "audio collections -> the lab layout (librosa recipe)"),
+    "predict": ("jaxmusic.predict", "genre (and emotion) of audio files from trained runs"),
     "transfer": ("jaxmusic.experiments", "emotion model: scratch vs fine-tuned vs frozen genre backbone"),
     "compare-multitask": ("jaxmusic.experiments", "multitask model vs one single-axis model per axis"),
     "cv": ("jaxmusic.experiments", "k-fold cross-validation of a config"),

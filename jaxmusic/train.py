@@ -55,10 +55,16 @@ class Run:
     num_features: int
 
     def info(self) -> dict:
+        """What inference needs besides the checkpoint (``run.json``)."""
+        lo, hi = self.pset.view_columns(self.config.data.view)
+        stats = self.pset.manifest["splits"]["train"]
         return {"task": self.task.name, "data_kind": self.task.data_kind,
                 "label_names": list(self.task.label_names), "set": self.pset.name,
-                "view": self.config.data.view, "num_features": self.num_features,
-                "max_length": self.max_length, "model": self.config.model.name}
+                "beat": self.pset.manifest["beat"], "view": self.config.data.view,
+                "num_features": self.num_features, "max_length": self.max_length,
+                "model": self.config.model.name, "normalize": bool(self.config.data.normalize),
+                "feature_mean": stats["feature_mean"][lo:hi],
+                "feature_std": stats["feature_std"][lo:hi]}
 
 
 def build_run(config, pset: PreparedSet | None = None) -> Run:
@@ -75,11 +81,15 @@ def build_run(config, pset: PreparedSet | None = None) -> Run:
     task = tasks.make_task(config, pset.classes, counts)
     max_length = int(config.data.max_length) or pset.max_length()
     num_features = pset.num_features(config.data.view)
+    return Run(config, pset, task, make_model(config, task, num_features, max_length),
+               max_length, num_features)
+
+
+def make_model(config, task: tasks.Task, num_features: int, max_length: int) -> Model:
     model_cfg = dict(config.model)
     model_cfg["dtype"] = DTYPES[config.train.dtype]
-    backbone = build_backbone(model_cfg, num_features, max_length)
-    model = Model(backbone=backbone, head=task.make_head())
-    return Run(config, pset, task, model, max_length, num_features)
+    return Model(backbone=build_backbone(model_cfg, num_features, max_length),
+                 head=task.make_head())
 
 
 def make_optimizer(config, steps_per_epoch: int, param_labels=None) -> optax.GradientTransformation:
