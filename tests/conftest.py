@@ -76,7 +76,8 @@ def tiny_data(tmp_path_factory):
     from jaxmusic.data import sample
 
     root = tmp_path_factory.mktemp("sample") / "data"
-    sample.generate(root, size="tiny", seed=0, progress=False)
+    # One worker: forking a process that already runs JAX threads can deadlock.
+    sample.generate(root, size="tiny", seed=0, progress=False, workers=1)
     return root
 
 

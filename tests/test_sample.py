@@ -8,6 +8,7 @@ byte-identical.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import librosa
@@ -26,18 +27,17 @@ from jaxmusic.data import lab, sample
 SEED = 0
 GENRE_SETS = ("fma_genre_spectrograms", "fma_genre_spectrograms_beat")
 MULTI_SETS = ("multitask_dataset", "multitask_dataset_beat")
-# tiny: 8 train + 2 test clips per genre string, 60 + 20 multitask clips
+# tiny: 8 train + 2 test clips per genre string, 120 + 40 multitask clips
 EXPECTED = {"fma_genre_spectrograms": {"train": 160, "test": 40},
             "fma_genre_spectrograms_beat": {"train": 160, "test": 40},
-            "multitask_dataset": {"train": 60, "test": 20},
-            "multitask_dataset_beat": {"train": 60, "test": 20}}
+            "multitask_dataset": {"train": 120, "test": 40},
+            "multitask_dataset_beat": {"train": 120, "test": 40}}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sample") / "data"
-    summary = sample.generate(out, size="tiny", seed=SEED, progress=False)
-    return out, summary
+def tiny(tiny_data):
+    """The session's tiny generation (tests/conftest.py, seed 0) and its summary."""
+    return tiny_data, json.loads((tiny_data / "answers" / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_layout_and_summary(tiny):
     for name in MULTI_SETS:          # the lab does not give the multitask test labels
         assert not (out / name / "test_labels.txt").exists()
     answers = (out / "answers" / "multitask_test_labels.txt").read_text().splitlines()
-    assert answers[0] == lab.MULTITASK_HEADER and len(answers) == 1 + 20
+    assert answers[0] == lab.MULTITASK_HEADER and len(answers) == 1 + 40
     header = (out / "fma_genre_spectrograms" / "train_labels.txt").read_text().splitlines()[0]
     assert header == lab.GENRE_HEADER
 
@@ -190,7 +190,7 @@ def test_same_seed_is_byte_identical_through_the_cli(tiny, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "fma_genre_spectrograms_beat" in printed and "160" in printed
     a, b = _tree_digest(out), _tree_digest(again)
-    assert len(a) == 2 * 280 + 6 + 3          # clip files + label files + answers
+    assert len(a) == 2 * 360 + 6 + 3          # clip files + label files + answers
     assert a == b
     assert not stale.exists()
 
@@ -248,7 +248,7 @@ def test_emotion_targets_follow_the_documented_function(tiny, records, specs):
         targets.append(y)
         fns.append(score.emotion_fn)
     targets, fns = np.array(targets), np.array(fns)
-    assert targets.shape == (80, 3)
+    assert targets.shape == (160, 3)
     assert targets.min() >= 0.0 and targets.max() <= 1.0
     assert (targets.std(axis=0) > 0.12).all()                  # spread over [0, 1]
     for k, name in enumerate(lab.TARGETS):

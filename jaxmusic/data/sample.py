@@ -937,7 +937,7 @@ class ClipSpec:
 
 _COUNTS = {
     # (genre train, genre test, multitask train, multitask test)
-    "tiny": (160, 40, 60, 20),
+    "tiny": (160, 40, 120, 40),
     "small": (500, 150, 300, 80),
     "full": (3067, 767, 1198, 299),
 }
