@@ -31,7 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    # TensorFlow only runs tf.data here: no oneDNN kernels needed, and no start-up chatter.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     # Build only the subparser that is asked for: importing every command module
     # would import jax and tensorflow for `jaxmusic --help`.
     if argv and argv[0] in COMMANDS:

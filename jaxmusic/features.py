@@ -54,7 +54,7 @@ import sys
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -626,7 +626,18 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
             jobs: int = 1, strict: bool = False, duration: float | None = None,
             window: float | None = None, sample_rate: int = SAMPLE_RATE,
             progress: bool = True, overwrite: bool = False) -> Result:
-    """Turn an audio collection into a lab set ``<out>/<name>`` and ``<out>/<name>_beat``."""
+    """Turn an audio collection into a lab set ``<out>/<name>`` and ``<out>/<name>_beat``.
+
+    ``duration``: seconds taken from the start of each whole file (shorter files
+    are zero-padded and flagged). ``window``: whole files cut into consecutive
+    clips of that many seconds (``<id>_000``, ``<id>_001`` ...; a tail of at least
+    half a window is kept, zero-padded and flagged; all clips of a file share its
+    group). Rows of a clip table keep their own start/end. The split is
+    group-aware (:func:`split_groups`). Clips written by an earlier run with the
+    same settings are skipped; a bad file is recorded in the report and the run
+    goes on, unless ``strict`` (then :class:`DatasetError`). Returns counts and
+    the problems; ``features_report.json`` has every clip and problem.
+    """
     input_path = Path(input_path)
     if layout not in LAYOUTS:
         raise DatasetError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
@@ -708,6 +719,12 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
             j.write(json.dumps(entry, sort_keys=True) + "\n")
 
     bar = None
+
+    def advance() -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(skipped=skipped, failed=failed, refresh=False)
+
     if todo:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), unit="clip", desc=f"features {name}", disable=not progress,
@@ -717,7 +734,7 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
         args = [({"id": c.id, "path": c.path, "start": c.start, "duration": c.duration},
                  sample_rate, str(paths[c.id][0]), str(paths[c.id][1])) for c in todo]
         if jobs <= 1 or len(todo) <= 1:
-            _in_process(args, record, bar)
+            _in_process(args, record, advance)
         else:
             with cf.ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=_mp_context(),
                                         initializer=_worker_init) as pool:
@@ -725,9 +742,7 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
                 try:
                     for fut in cf.as_completed(futures):
                         record(fut.result())
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(skipped=skipped, failed=failed)
+                        advance()
                 except BaseException:
                     for f in futures:
                         f.cancel()
@@ -756,7 +771,7 @@ def _mp_context():
     return ctx
 
 
-def _in_process(args, record, bar) -> None:
+def _in_process(args, record, advance) -> None:
     try:
         from threadpoolctl import threadpool_limits
         limits = threadpool_limits(1)      # same BLAS threading as the workers
@@ -767,8 +782,7 @@ def _in_process(args, record, bar) -> None:
             warnings.simplefilter("ignore", UserWarning)
             for a in args:
                 record(make_clip(*a))
-                if bar is not None:
-                    bar.update(1)
+                advance()
     finally:
         if limits is not None:
             limits.restore_original_limits()
@@ -856,7 +870,8 @@ def run(args: argparse.Namespace) -> int:
                      sample_rate=args.sample_rate, progress=not args.no_progress,
                      overwrite=args.overwrite)
     print(f"{result.set_dir} and {result.beat_dir}: {result.written} clips written, "
-          f"{result.skipped} already there, {result.failed} failed; report {result.report}")
+          f"{result.skipped} already there, {result.failed} failed, "
+          f"{len(result.problems)} problem(s) in all; report {result.report}")
     for p in result.problems:
         where = p.get("line") or p.get("file")
         print(f"  problem: {where}: {p['reason']}", file=sys.stderr)

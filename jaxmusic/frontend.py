@@ -28,6 +28,11 @@ Two STFT implementations give the same numbers (to float32 rounding):
   working set stays in cache, and the mel bands are a few block-sparse
   matmuls. XLA's own CPU FFT is about half as fast for these sizes.
 * ``"xla"``: framing by gather and ``jnp.fft.rfft`` (the right choice on GPU/TPU).
+
+Entry points: :func:`frontend` (pure, traceable), :func:`frontend_jit`,
+:class:`Frontend` (a parameter-free Flax layer), :func:`data_parallel` (the batch
+split over devices, e.g. one per CPU core), :func:`beat_sync`. Accuracy and speed
+against librosa: ``benchmarks/frontend_results.md``.
 """
 
 from __future__ import annotations
@@ -223,7 +228,10 @@ def _raw_features_xla(audio: jax.Array, cfg: FrontendConfig) -> jax.Array:
     power = stft_power(audio, cfg)
     mel_fb, chroma_fb = _filterbanks(cfg)
     fb = np.concatenate([mel_fb, chroma_fb], axis=0).T
-    return jnp.einsum("btf,fm->btm", power, fb, precision=lax.Precision.HIGHEST)
+    # Full float32 on GPU/TPU (their default may be TF32/bf16 passes); on CPU the
+    # default already is, and HIGHEST would take the slower matmul path.
+    precision = None if jax.default_backend() == "cpu" else lax.Precision.HIGHEST
+    return jnp.einsum("btf,fm->btm", power, fb, precision=precision)
 
 
 def _raw_features_blocks(audio: jax.Array, cfg: FrontendConfig) -> jax.Array:
@@ -254,10 +262,11 @@ def _raw_features_blocks(audio: jax.Array, cfg: FrontendConfig) -> jax.Array:
         clip, part = i // n_chunks, i % n_chunks
         blk = lax.dynamic_slice_in_dim(blocks, clip * n_blocks + part * c, c + 3, axis=0)
         # [hop/2, 2, c + 3]: (even, odd) sample pairs of each hop block, blocks minor.
+        # Transposed once here (left to fusion, XLA re-transposes per use).
         blk = lax.optimization_barrier(blk.reshape(c + 3, hop // 2, 2).transpose(1, 2, 0))
         # First radix-4 stage: its four inputs are the frame's four hop blocks,
-        # packed as complex (even + 1j * odd samples).
-        # Real arithmetic here: no complex products needed (twiddles are 1).
+        # windowed and packed as complex (even + 1j * odd samples). Its twiddles
+        # are 1, so it is real arithmetic.
         re, im = [], []
         for j in range(4):
             s = blk[:, :, j:j + c] * window[j]
@@ -461,3 +470,22 @@ if nn is not None:
             elif self.view == "chroma":
                 feats = feats[..., self.config.n_mels:]
             return feats, flen
+
+
+def data_parallel(config: FrontendConfig = LAB, devices: Sequence[jax.Device] | None = None):
+    """:func:`frontend` with the batch split over ``devices`` (default: all), jitted.
+
+    XLA runs one device's chunk loop on one thread; on a CPU exposed as several
+    devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) this uses N
+    cores. The batch must divide by the number of devices. Returns
+    ``f(audio [B, samples], lengths [B]) -> (features, frame_lengths)``.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    spec = jax.sharding.PartitionSpec("data")
+
+    def local(audio, lengths):
+        return frontend(audio, lengths, config)
+
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec, spec),
+                                 out_specs=(spec, spec)))

@@ -110,6 +110,13 @@ def test_jit_vmap_per_clip_equals_batch(batch, outputs):
     np.testing.assert_allclose(np.asarray(vm_feats), feats, rtol=0, atol=1e-4)
 
 
+def test_data_parallel_equals_frontend(batch, outputs):
+    _, audio, lengths = batch
+    feats, flen = fe.data_parallel(XLA)(jnp.asarray(audio), jnp.asarray(lengths))
+    np.testing.assert_array_equal(np.asarray(flen), outputs["xla"][1])
+    np.testing.assert_allclose(np.asarray(feats), outputs["xla"][0], rtol=0, atol=1e-4)
+
+
 def test_silence_gives_floor_not_nan():
     feats, _ = fe.frontend_jit(jnp.zeros((1, 4 * HOP), jnp.float32), config=XLA)
     ref = librosa_mel_db(np.zeros(4 * HOP, np.float32))
@@ -156,7 +163,7 @@ def test_flax_module_views(batch, outputs):
     model = fe.Frontend(config=XLA, view="mel")
     variables = model.init(jax.random.PRNGKey(0), jnp.asarray(audio), jnp.asarray(lengths))
     assert not jax.tree_util.tree_leaves(variables)          # no parameters
-    mel, flen = model.apply(variables, jnp.asarray(audio), jnp.asarray(lengths))
+    mel, flen = jax.jit(model.apply)(variables, jnp.asarray(audio), jnp.asarray(lengths))
     np.testing.assert_allclose(np.asarray(mel), feats[..., :128], rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="view"):
         fe.Frontend(config=XLA, view="tempo").apply({}, jnp.asarray(audio[:1]))
