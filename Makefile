@@ -11,7 +11,7 @@ RUNS   ?= runs/demo
 SETS   := fma_genre_spectrograms fma_genre_spectrograms_beat multitask_dataset multitask_dataset_beat
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test test-distributed bench clean
+.PHONY: setup demo test test-distributed bench clean chromium
 
 setup: $(STAMP)
 
@@ -32,10 +32,23 @@ $(PREP)/.done: $(DATA)/.done
 
 demo: $(PREP)/.done
 	$(PY) -m jaxmusic inspect $(DATA)/fma_genre_spectrograms --plot $(RUNS)/class_histogram.png --quiet
+	$(PY) -m jaxmusic show $(DATA) --out $(RUNS)/figures
 	$(PY) -m jaxmusic train --config configs/demo/cnn_mel.py --workdir $(RUNS)/cnn_mel
 	$(PY) -m jaxmusic train --config configs/demo/lstm_beat_fused.py --workdir $(RUNS)/lstm_beat_fused
+	$(PY) -m jaxmusic train --config configs/demo/ast_beat_mel.py --workdir $(RUNS)/ast_beat_mel
+	$(PY) -m jaxmusic train --config configs/demo/multitask_lstm_beat.py --workdir $(RUNS)/multitask_lstm_beat
+	$(PY) -m jaxmusic embed --workdir $(RUNS)/cnn_mel --workdir $(RUNS)/lstm_beat_fused --workdir $(RUNS)/ast_beat_mel --split test --methods pca,tsne --out $(RUNS)/latent_test.png
+	$(PY) -m jaxmusic report $(RUNS) --out $(RUNS)/report.html
+	@echo "report: $(RUNS)/report.html"
 
-test: $(STAMP)
+# The report is rendered in Debian's headless Chromium; install it when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium missing and cannot be installed here: the browser test will skip"; fi; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -n 2 tests
 
 clean:

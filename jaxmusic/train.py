@@ -382,6 +382,10 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
             break
     ckpt.close()
     logger.close()
+    if main and meta["history"]:
+        from jaxmusic.viz.curves import plot_history
+
+        plot_history(workdir)
     return {"state": state, "meta": meta, "run": run, "train_step": train_step,
             "eval_step": eval_step}
 

@@ -20,14 +20,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-
 from jaxmusic.data import lab
+# The lab's feature recipe: frames are hops of 512 samples at 22050 Hz.
+from jaxmusic.features import HOP_LENGTH, SAMPLE_RATE
 from jaxmusic.viz import use_agg
 
-# The lab's feature recipe (README "Data"): frames are hops of 512 samples at 22050 Hz.
-SAMPLE_RATE = 22050
-HOP_LENGTH = 512
 MEL_DB_RANGE = (-80.0, 0.0)  # power_to_db(ref=np.max), top_db 80
 
 SPECTROGRAM_FIGSIZE = (14.0, 14.0)
@@ -145,6 +142,8 @@ def plot_spectrograms(clips: list[Clip], path: Path, sr: int = SAMPLE_RATE,
             if beat:
                 ax.set_xlabel("beat")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            else:
+                ax.set_xlabel("time (s)" if rec.length * hop_length / sr < 60 else "time (m:s)")
             ax.set_title(f"{rec.id} · {clip.record.genre} ({clip.class_name})\n"
                          f"{kind}, shape {rec.view(view).shape}", fontsize=10)
     fig.suptitle("Two clips of different genres (shapes are (frames, features); "
