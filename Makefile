@@ -33,11 +33,11 @@ $(PREP)/.done: $(DATA)/.done
 demo: $(PREP)/.done
 	$(PY) -m jaxmusic inspect $(DATA)/fma_genre_spectrograms --plot $(RUNS)/class_histogram.png --quiet
 	$(PY) -m jaxmusic show $(DATA) --out $(RUNS)/figures
-	$(PY) -m jaxmusic train --config configs/demo/cnn_mel.py --workdir $(RUNS)/cnn_mel
+	$(PY) -m jaxmusic train --config configs/demo/cnn_beat_mel.py --workdir $(RUNS)/cnn_beat_mel
 	$(PY) -m jaxmusic train --config configs/demo/lstm_beat_fused.py --workdir $(RUNS)/lstm_beat_fused
 	$(PY) -m jaxmusic train --config configs/demo/ast_beat_mel.py --workdir $(RUNS)/ast_beat_mel
 	$(PY) -m jaxmusic train --config configs/demo/multitask_lstm_beat.py --workdir $(RUNS)/multitask_lstm_beat
-	$(PY) -m jaxmusic embed --workdir $(RUNS)/cnn_mel --workdir $(RUNS)/lstm_beat_fused --workdir $(RUNS)/ast_beat_mel --split test --methods pca,tsne --out $(RUNS)/latent_test.png
+	$(PY) -m jaxmusic embed --workdir $(RUNS)/cnn_beat_mel --workdir $(RUNS)/lstm_beat_fused --workdir $(RUNS)/ast_beat_mel --split test --methods pca,tsne --out $(RUNS)/latent_test.png
 	$(PY) -m jaxmusic report $(RUNS) --out $(RUNS)/report.html
 	@echo "report: $(RUNS)/report.html"
 
