@@ -136,3 +136,14 @@ def test_checkpoint_restore_and_evaluation_reports(tiny_prepared, tmp_path):
     assert out["validation"]["accuracy"] == pytest.approx(
         result["meta"]["history"][bmeta["best_epoch"] - 1]["validation"]["accuracy"])
     assert "| test: fma_genre_spectrograms_beat |" in (tmp_path / "run" / "metrics.md").read_text()
+
+
+def test_gradient_accumulation_equals_the_large_batch_step(tiny_prepared, tmp_path):
+    common = {"train.epochs": 1, "train.patience": 0, "train.batch_size": 16,
+              "data.readers": 1}
+    big = train(tiny("lstm", tiny_prepared, **common), tmp_path / "big", progress=False)
+    acc = train(tiny("lstm", tiny_prepared, **common, **{"train.grad_accum_steps": 2}),
+                tmp_path / "acc", progress=False)
+    assert int(acc["state"].step) == 2 * int(big["state"].step)  # micro-steps
+    assert_trees_close(jax.device_get(big["state"].params), jax.device_get(acc["state"].params),
+                       rtol=1e-4, atol=1e-6)
