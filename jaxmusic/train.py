@@ -452,6 +452,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-evaluate", action="store_true",
                         help="skip the test-set evaluation after training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--distributed", action="store_true",
+                        help="multi-host: join JAX's runtime; without --coordinator the cluster "
+                             "is auto-detected (SLURM, Open MPI, TPU pod slices)")
     parser.add_argument("--coordinator", help="multi-host: coordinator host:port")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
@@ -460,7 +463,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from jaxmusic.config import load_config
 
-    if args.coordinator or args.num_processes:
+    if args.distributed or args.coordinator or args.num_processes:
         parallel.init_distributed(args.coordinator, args.num_processes, args.process_id)
     config = load_config(args.config, args.extra)
     if args.init_from:

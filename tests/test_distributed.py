@@ -35,7 +35,8 @@ def common(prepared, workdir, epochs=1):
     return ["train", "--config", "configs/tiny/cnn.py", "--no-evaluate", "--quiet",
             "--workdir", str(workdir), f"--config.data.prepared={prepared}",
             f"--config.train.epochs={epochs}", "--config.data.readers=2",
-            "--config.train.patience=0"]
+            "--config.train.patience=0", "--config.train.optimizer=sgd",
+            "--config.train.learning_rate=0.05"]
 
 
 @pytest.mark.slow
