@@ -44,10 +44,15 @@ def with_extra_padding(x: np.ndarray, extra: int = EXTRA) -> np.ndarray:
     return np.concatenate([x, np.zeros((x.shape[0], extra, x.shape[2]), x.dtype)], axis=1)
 
 
+def key(seed: int) -> jax.Array:
+    """RBG keys: XLA compiles threefry-based initialisers slowly on CPU (9 s vs 1 s for the CNN)."""
+    return jax.random.key(seed, impl="rbg")
+
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def init(model, x, lengths, seed=0):
     """Jitted ``model.init`` (eager flax would dispatch and compile op by op)."""
-    return model.init(jax.random.key(seed), x, lengths, train=False)
+    return model.init(key(seed), x, lengths, train=False)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "train", "mutable", "capture_intermediates"))
@@ -56,6 +61,33 @@ def run(model, variables, x, lengths, *, train=False, rng=None, mutable=False, c
     rngs = {"dropout": rng} if rng is not None else None
     return model.apply(variables, x, lengths, train=train, rngs=rngs, mutable=mutable,
                        capture_intermediates=capture_intermediates)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def weighted_latent_grad(model, params, x, lengths, weights):
+    """Gradients of ``sum(latent * weights)`` with respect to (params, features), eval mode."""
+
+    def loss(p, inputs):
+        return jnp.sum(model.apply({"params": p}, inputs, lengths, train=False) * weights)
+
+    return jax.grad(loss, argnums=(0, 1))(params, x)
+
+
+@functools.cache
+def small_backbone(name: str):
+    """(module, variables) shared by the tests; initialised once per session."""
+    model = small_backbones()[name]
+    return model, init(model, with_extra_padding(padded_batch()), LENGTHS)
+
+
+def small_model(name: str, head) -> tuple[Model, dict]:
+    """Model(small backbone, head) with the shared backbone variables (no extra compile)."""
+    backbone, backbone_variables = small_backbone(name)
+    head_params = head.init(key(0), jnp.zeros((1, backbone.feature_size)))["params"]
+    variables = {"params": {"backbone": backbone_variables["params"], "head": head_params}}
+    if "batch_stats" in backbone_variables:
+        variables["batch_stats"] = {"backbone": backbone_variables["batch_stats"]}
+    return Model(backbone=backbone, head=head), variables
 
 
 def small_backbones() -> dict[str, object]:
@@ -104,10 +136,9 @@ def test_mask_helpers_match_numpy():
 
 @pytest.mark.parametrize("name", ["lstm", "cnn", "ast"])
 def test_latent_ignores_padding_length(name):
-    model = small_backbones()[name]
+    model, variables = small_backbone(name)
     x = padded_batch(seed=2)
     x_long = with_extra_padding(x)
-    variables = init(model, x_long, LENGTHS)
     short = run(model, variables, x, LENGTHS)
     long = run(model, variables, x_long, LENGTHS)
     assert short.shape == (B, model.feature_size)
@@ -160,31 +191,34 @@ def numpy_lstm(x, lengths, params, *, num_layers, bidirectional, summary="last")
     return np.stack(latents)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("summary", ["last", "mean"])
-def test_lstm_matches_numpy_pytorch_equations(bidirectional, summary):
+@pytest.mark.parametrize("bidirectional,summary,chunk_size", [
+    (True, "last", 16),  # the shared model: 40 steps = 3 chunks, the last one partial
+    (False, "last", None),  # one chunk: a single input projection for all steps
+    (True, "mean", 7),
+])
+def test_lstm_matches_numpy_pytorch_equations(bidirectional, summary, chunk_size):
     x = padded_batch(seed=3)
-    model = LSTMBackbone(hidden_size=5, num_layers=2, bidirectional=bidirectional, dropout=0.3,
-                         summary=summary, chunk_size=16)  # 40 steps = 3 chunks, the last one partial
-    params = init(model, x, LENGTHS, 1)["params"]
+    if (bidirectional, summary, chunk_size) == (True, "last", 16):
+        model, variables = small_backbone("lstm")
+        params = variables["params"]
+    else:
+        model = LSTMBackbone(hidden_size=6, num_layers=2, bidirectional=bidirectional, dropout=0.3,
+                             summary=summary, chunk_size=chunk_size)
+        params = init(model, x, LENGTHS, 1)["params"]
     got = run(model, {"params": params}, x, LENGTHS)
     expected = numpy_lstm(x, LENGTHS, params, num_layers=2, bidirectional=bidirectional, summary=summary)
-    assert got.shape == (B, model.feature_size) == (B, 5 * (2 if bidirectional else 1))
+    assert got.shape == (B, model.feature_size) == (B, 6 * (2 if bidirectional else 1))
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5)
 
 
 def test_lstm_gradient_matches_finite_differences_of_numpy_reference():
     """The hand-written backward pass against float64 central differences."""
     x = padded_batch(seed=4)
-    model = LSTMBackbone(hidden_size=4, num_layers=2, bidirectional=True, dropout=0.0, chunk_size=7)
-    params = init(model, x, LENGTHS, 2)["params"]
+    model, variables = small_backbone("lstm")  # chunks of 16 steps: gradients cross chunk borders
+    params = variables["params"]
     rng = np.random.default_rng(5)
-    weights = rng.normal(size=(B, model.feature_size))
-
-    def loss(p, inputs):
-        return jnp.sum(model.apply({"params": p}, inputs, LENGTHS, train=False) * weights)
-
-    grad_p, grad_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(x))
+    weights = rng.normal(size=(B, model.feature_size)).astype(np.float32)
+    grad_p, grad_x = weighted_latent_grad(model, params, x, LENGTHS, weights)
     direction = {k: rng.normal(size=v.shape) for k, v in params.items()}
     dx = rng.normal(size=x.shape) * (np.arange(T)[None, :, None] < LENGTHS[:, None, None])
 
@@ -201,16 +235,17 @@ def test_lstm_gradient_matches_finite_differences_of_numpy_reference():
 def test_lstm_matches_torch_packed_sequences():
     torch = pytest.importorskip("torch")
     x = padded_batch(seed=6)
-    hidden, layers = 5, 2
-    model = LSTMBackbone(hidden_size=hidden, num_layers=layers, bidirectional=True, dropout=0.0, chunk_size=16)
-    params = init(model, x, LENGTHS, 3)["params"]
+    model, variables = small_backbone("lstm")
+    params = variables["params"]
+    hidden, layers = model.hidden_size, model.num_layers
     lstm = torch.nn.LSTM(F, hidden, layers, batch_first=True, bidirectional=True)
     with torch.no_grad():  # the documented JAX -> PyTorch mapping
         for layer in range(layers):
             for d, suffix in enumerate(["", "_reverse"]):
-                getattr(lstm, f"weight_ih_l{layer}{suffix}").copy_(torch.tensor(np.asarray(params[f"layer_{layer}_w_ih"][d]).T))
-                getattr(lstm, f"weight_hh_l{layer}{suffix}").copy_(torch.tensor(np.asarray(params[f"layer_{layer}_w_hh"][d]).T))
-                getattr(lstm, f"bias_ih_l{layer}{suffix}").copy_(torch.tensor(np.asarray(params[f"layer_{layer}_bias"][d])))
+                ours = {name: np.asarray(params[f"layer_{layer}_{name}"][d]) for name in ("w_ih", "w_hh", "bias")}
+                getattr(lstm, f"weight_ih_l{layer}{suffix}").copy_(torch.tensor(ours["w_ih"].T))
+                getattr(lstm, f"weight_hh_l{layer}{suffix}").copy_(torch.tensor(ours["w_hh"].T))
+                getattr(lstm, f"bias_ih_l{layer}{suffix}").copy_(torch.tensor(ours["bias"]))
                 getattr(lstm, f"bias_hh_l{layer}{suffix}").zero_()
     x_torch = torch.tensor(x, requires_grad=True)
     packed = torch.nn.utils.rnn.pack_padded_sequence(x_torch, torch.tensor(LENGTHS), batch_first=True,
@@ -220,12 +255,9 @@ def test_lstm_matches_torch_packed_sequences():
     weights = np.random.default_rng(7).normal(size=expected.shape).astype(np.float32)
     (expected * torch.tensor(weights)).sum().backward()
 
-    def loss(p, inputs):
-        return jnp.sum(model.apply({"params": p}, inputs, LENGTHS, train=False) * weights)
-
     got = run(model, {"params": params}, x, LENGTHS)
     np.testing.assert_allclose(np.asarray(got), expected.detach().numpy(), atol=1e-5)
-    grad_p, grad_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(x))
+    grad_p, grad_x = weighted_latent_grad(model, params, x, LENGTHS, weights)
     np.testing.assert_allclose(np.asarray(grad_x), x_torch.grad.numpy(), atol=1e-5)
     for layer in range(layers):
         for d, suffix in enumerate(["", "_reverse"]):
@@ -237,17 +269,37 @@ def test_lstm_matches_torch_packed_sequences():
                                        getattr(lstm, f"bias_ih_l{layer}{suffix}").grad.numpy(), atol=1e-5)
 
 
+def test_lstm_cudnn_weight_layout_matches_jax_cudnn_reference():
+    """The GPU path's weight packing, checked on CPU with jax.experimental.rnn's reference LSTM."""
+    rnn = pytest.importorskip("jax.experimental.rnn")
+    from jaxmusic.models import lstm as lstm_module
+
+    model, variables = small_backbone("lstm")
+    params = variables["params"]
+    x = padded_batch(seed=15)
+    flat = lstm_module.cudnn_weights(params["layer_0_w_ih"], params["layer_0_w_hh"], params["layer_0_bias"])
+    hidden = model.hidden_size
+    assert flat.size == rnn.get_num_params_in_lstm(F, hidden, 1, True)
+    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(flat, F, hidden, 1, True)
+    zeros = jnp.zeros((2, B, hidden))
+    y, h_n, _ = rnn.lstm_ref(jnp.asarray(x), zeros, zeros, w_ih, w_hh, b_ih, b_hh, jnp.asarray(LENGTHS),
+                             F, hidden, 1, 0.0, True)
+    reference = numpy_lstm(x, LENGTHS, params, num_layers=1, bidirectional=True)  # layer 0 only
+    np.testing.assert_allclose(np.concatenate([h_n[0], h_n[1]], axis=-1), reference, atol=1e-5)
+    valid = np.arange(T)[None, :] < LENGTHS[:, None]
+    np.testing.assert_array_equal(np.asarray(y)[~valid], 0.0)
+
+
 def test_lstm_dropout_between_layers_only_in_train_mode():
     x = padded_batch(seed=8)
-    model = LSTMBackbone(hidden_size=5, num_layers=2, dropout=0.5)
-    params = init(model, x, LENGTHS)
+    model, params = small_backbone("lstm")  # 2 layers, dropout 0.2
     eval_a = run(model, params, x, LENGTHS)
-    train_a = run(model, params, x, LENGTHS, train=True, rng=jax.random.key(1))
-    train_b = run(model, params, x, LENGTHS, train=True, rng=jax.random.key(2))
+    train_a = run(model, params, x, LENGTHS, train=True, rng=key(1))
+    train_b = run(model, params, x, LENGTHS, train=True, rng=key(2))
     assert not np.allclose(train_a, train_b) and not np.allclose(train_a, eval_a)
     single = LSTMBackbone(hidden_size=5, num_layers=1, dropout=0.5)  # nothing between layers: no dropout
     p1 = init(single, x, LENGTHS)
-    np.testing.assert_array_equal(run(single, p1, x, LENGTHS, train=True, rng=jax.random.key(1)),
+    np.testing.assert_array_equal(run(single, p1, x, LENGTHS, train=True, rng=key(1)),
                                   run(single, p1, x, LENGTHS))
 
 
@@ -298,10 +350,21 @@ def test_cnn_batchnorm_running_stats_update_in_train_mode():
     np.testing.assert_array_equal(untouched["batch_stats"]["batch_norm_0"]["mean"], stats["mean"])
 
 
+def test_cnn_max_pool_matches_flax_reduce_window():
+    import flax.linen as nn
+
+    from jaxmusic.models.cnn import max_pool_2x2
+
+    x = jnp.asarray(np.random.default_rng(16).normal(size=(2, 9, 7, 3)), jnp.float32)  # odd T (floor), odd F (ceil)
+    expected = nn.max_pool(x, (2, 2), strides=(2, 2), padding=((0, 0), (0, 1)))
+    np.testing.assert_array_equal(max_pool_2x2(x), expected)
+    assert max_pool_2x2(x).shape == (2, 4, 4, 3)
+
+
 def test_cnn_rejects_clips_shorter_than_the_pooling():
     model = CNNBackbone()
     with pytest.raises(ValueError, match="at least 16 time frames"):
-        model.init(jax.random.key(0), jnp.zeros((1, 15, 128)), jnp.array([15]), train=False)
+        jax.eval_shape(lambda: model.init(key(0), jnp.zeros((1, 15, 128)), jnp.array([15]), train=False))
 
 
 # ----------------------------------------------------------------------------- AST
@@ -319,9 +382,8 @@ def test_ast_patch_grid_and_sizes():
 
 
 def test_ast_tokens_and_two_token_average():
-    model = small_backbones()["ast"]
+    model, variables = small_backbone("ast")
     x = padded_batch(seed=10)
-    variables = init(model, with_extra_padding(x), LENGTHS)
     latent, state = run(model, variables, x, LENGTHS, mutable=("intermediates",), capture_intermediates=True)
     inter = state["intermediates"]
     f_dim, t_dim = patch_grid(F, T, 4, 4, 3)
@@ -339,9 +401,8 @@ def test_ast_tokens_and_two_token_average():
 
 @pytest.mark.parametrize("name", ["lstm", "cnn", "ast"])
 def test_bfloat16_compute_close_to_float32(name):
-    model = small_backbones()[name]
+    model, variables = small_backbone(name)
     x = padded_batch(seed=11)
-    variables = init(model, x, LENGTHS)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables["params"]))
     reference = np.asarray(run(model, variables, x, LENGTHS))
     low = run(model.clone(dtype=jnp.bfloat16), variables, x, LENGTHS)
@@ -353,14 +414,13 @@ def test_bfloat16_compute_close_to_float32(name):
 
 @pytest.mark.parametrize("name", ["lstm", "cnn", "ast"])
 def test_gradients_flow_to_every_parameter(name):
-    model = Model(backbone=small_backbones()[name], head=ClassifierHead(3))
+    model, variables = small_model(name, ClassifierHead(3))
     x = padded_batch(seed=12)
     labels = jnp.array([0, 1, 2, 1])
-    variables = init(model, x, LENGTHS)
 
     def loss(params):
         out, _ = model.apply({**variables, "params": params}, x, LENGTHS, train=True,
-                             rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"])
+                             rngs={"dropout": key(1)}, mutable=["batch_stats"])
         logp = jax.nn.log_softmax(out["output"])
         return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
 
@@ -374,7 +434,7 @@ def test_gradients_flow_to_every_parameter(name):
 def test_heads_and_model_outputs():
     latent = jnp.asarray(np.random.default_rng(13).normal(size=(B, 6)), jnp.bfloat16)
     head = RegressionHead()
-    params = head.init(jax.random.key(0), latent)
+    params = head.init(key(0), latent)
     y = head.apply(params, latent)
     assert y.dtype == jnp.float32 and y.shape == (B, 3)
     kernel, bias = params["params"]["outputs"]["kernel"], params["params"]["outputs"]["bias"]
@@ -382,15 +442,21 @@ def test_heads_and_model_outputs():
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5)
     raw = RegressionHead(activation="none").apply(params, latent)
     np.testing.assert_allclose(np.asarray(jax.nn.sigmoid(raw)), np.asarray(y), rtol=1e-6)
-    logits = ClassifierHead(10).apply(ClassifierHead(10).init(jax.random.key(0), latent), latent)
+    logits = ClassifierHead(10).apply(ClassifierHead(10).init(key(0), latent), latent)
     assert logits.dtype == jnp.float32 and logits.shape == (B, 10)
 
-    model = Model(backbone=CNNBackbone(channels=(2, 2, 2, 2)), head=ClassifierHead(10))
+    model, variables = small_model("cnn", ClassifierHead(10))
     x = padded_batch(seed=14)
-    variables = init(model, x, LENGTHS)
     out = run(model, variables, x, LENGTHS)
-    assert set(out) == {"output", "latent"} and out["latent"].shape == (B, 2)
-    assert set(variables["params"]) == {"backbone", "head"}
+    latent = run(model.backbone, {k: v["backbone"] for k, v in variables.items()}, x, LENGTHS)
+    np.testing.assert_allclose(np.asarray(out["latent"]), np.asarray(latent), rtol=1e-6)
+    kernel = np.asarray(variables["params"]["head"]["logits"]["kernel"])
+    bias = np.asarray(variables["params"]["head"]["logits"]["bias"])
+    np.testing.assert_allclose(np.asarray(out["output"]), np.asarray(latent) @ kernel + bias, rtol=1e-5, atol=1e-6)
+    assert out["output"].shape == (B, 10)
+    # The real init path names the two parts, so a backbone can move between tasks.
+    shapes = jax.eval_shape(lambda: model.init(key(0), x, LENGTHS, train=False))
+    assert set(shapes["params"]) == {"backbone", "head"} and set(shapes["batch_stats"]) == {"backbone"}
 
 
 def test_build_backbone_from_config():

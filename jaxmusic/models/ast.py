@@ -14,7 +14,8 @@
   valid. Tokens are ordered time-major (all frequency patches of time patch 0,
   then of time patch 1, ...), so the valid tokens are a prefix and attention
   takes per-example key lengths (``jax.nn.dot_product_attention``'s
-  ``key_value_seq_lengths``, which its cuDNN flash kernel supports natively).
+  ``key_value_seq_lengths``, which its cuDNN flash kernel supports natively; see
+  :func:`attention` for the formulation used elsewhere).
 
 Parameters and porting from the PyTorch AST (``ASTModel``): ``patch_embed``
 kernel ``[16, 16, 1, D]`` = ``v.patch_embed.proj.weight.permute(2, 3, 1, 0)``
@@ -22,7 +23,7 @@ kernel ``[16, 16, 1, D]`` = ``v.patch_embed.proj.weight.permute(2, 3, 1, 0)``
 ``pos_embed_tokens [2, D]`` = ``v.pos_embed[0, :2]``; ``pos_embed_patches
 [f_dim, t_dim, D]`` = ``v.pos_embed[0, 2:].reshape(f_dim, t_dim, D)`` (AST flattens
 the grid frequency-major; the grid layout here is independent of token order).
-Attention dropout is not applied (``jax.nn.dot_product_attention`` has none);
+Attention dropout is not applied (the cuDNN kernel has none; both paths stay identical);
 ``dropout`` applies after the positional embedding, the attention projection and
 inside the MLP, as timm's ``drop_rate``.
 """
@@ -55,6 +56,23 @@ def patch_grid(fdim: int, tdim: int, patch: int = 16, fstride: int = 10, tstride
     if fdim < patch or tdim < patch:
         raise ValueError(f"spectrogram {fdim}x{tdim} (F x T) is smaller than one {patch}x{patch} patch")
     return (fdim - patch) // fstride + 1, (tdim - patch) // tstride + 1
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_lengths: jax.Array, implementation: str) -> jax.Array:
+    """Multi-head attention ``[B, Q, N, H] x [B, S, N, H] -> [B, Q, N, H]`` over the first ``kv_lengths`` keys.
+
+    ``"cudnn"``: ``jax.nn.dot_product_attention`` (cuDNN flash attention, GPU, 16-bit
+    dtypes). ``"xla"``: the same maths as two einsums and a float32 softmax; on CPU
+    this measured ~25% faster (fwd+bwd) than ``jax.nn.dot_product_attention``'s own
+    XLA path, which builds its mask and head groups with extra transposes.
+    """
+    if implementation == "cudnn":
+        return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths, implementation="cudnn")
+    logits = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(q.shape[-1])
+    valid = jnp.arange(k.shape[1])[None, :] < kv_lengths[:, None]  # [B, S]
+    logits = jnp.where(valid[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnqk,bknh->bqnh", weights, v)
 
 
 class MLP(nn.Module):
@@ -97,19 +115,14 @@ class EncoderBlock(nn.Module):
         q, k, v = jnp.split(qkv.reshape(batch, tokens, 3, self.num_heads, head_dim), 3, axis=2)
         if self.query_tokens is not None:
             x, q = x[:, : self.query_tokens], q[:, : self.query_tokens]
-        y = jax.nn.dot_product_attention(
-            q[:, :, 0],
-            k[:, :, 0],
-            v[:, :, 0],
-            key_value_seq_lengths=kv_lengths,
-            implementation=self.attention,
-        )
+        y = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], kv_lengths, self.attention)
         y = nn.Dense(dim, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_init, name="proj")(
             y.reshape(batch, x.shape[1], dim)
         )
         x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="norm2")(x)
-        return x + MLP(int(dim * self.mlp_ratio), self.dropout, self.dtype, self.param_dtype, name="mlp")(y, train=train)
+        mlp = MLP(int(dim * self.mlp_ratio), self.dropout, self.dtype, self.param_dtype, name="mlp")
+        return x + mlp(y, train=train)
 
 
 class ASTBackbone(nn.Module):
@@ -159,7 +172,9 @@ class ASTBackbone(nn.Module):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if num_features != self.input_fdim:
-            raise ValueError(f"ASTBackbone built for {self.input_fdim} frequency bins, got features with F={num_features}")
+            raise ValueError(
+                f"ASTBackbone built for {self.input_fdim} frequency bins, got features with F={num_features}"
+            )
         if steps > self.input_tdim:
             raise ValueError(f"ASTBackbone built for at most {self.input_tdim} frames, got T={steps}")
         f_max, t_max = self.grid

@@ -43,6 +43,22 @@ from jaxmusic.models import masks
 Dtype = Any
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pool, stride 2, of ``x [B, T, F, C]``: floor mode over time, ceil mode over frequency.
+
+    Written as reshape + max rather than ``nn.max_pool``: the windows do not overlap,
+    and the gradient of a max over a reshaped axis is an elementwise select, while
+    XLA:CPU lowers the gradient of ``reduce_window`` to a scatter with int32 index
+    arrays four times the size of the activation (the slowest part of the backward).
+    """
+    batch, steps, freqs, channels = x.shape
+    x = x[:, : steps - steps % 2]
+    if freqs % 2:  # ceil mode: the -inf pad never wins (it is never the only element)
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)), constant_values=-jnp.inf)
+    x = x.reshape(batch, steps // 2, 2, (freqs + 1) // 2, 2, channels)
+    return jnp.max(x, axis=(2, 4))
+
+
 class CNNBackbone(nn.Module):
     """Conv blocks over ``features [B, T, F]`` -> ``latent [B, channels[-1]]``."""
 
@@ -63,7 +79,8 @@ class CNNBackbone(nn.Module):
         num_blocks = len(self.channels)
         if steps < 2**num_blocks:
             raise ValueError(
-                f"CNNBackbone with {num_blocks} pooling blocks needs at least {2**num_blocks} time frames, got T={steps}"
+                f"CNNBackbone with {num_blocks} pooling blocks needs at least {2**num_blocks} time frames, "
+                f"got T={steps}"
             )
         lengths = jnp.clip(jnp.asarray(lengths, jnp.int32), 0, steps)
 
@@ -89,9 +106,7 @@ class CNNBackbone(nn.Module):
                 param_dtype=self.param_dtype,
                 name=f"batch_norm_{level}",
             )(x, mask=valid[:, :, None, None])
-            x = nn.relu(x)
-            freq_pad = x.shape[2] % 2  # ceil mode over frequency; -inf padding never wins after ReLU
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding=((0, 0), (0, freq_pad)))
+            x = max_pool_2x2(nn.relu(x))
             x, valid = zero_padding(x, level + 1)
         self.sow("intermediates", "feature_map", x)  # [B, T_k, F_k, C], for tests and latent maps
         # Mean over frequency, then the mean over valid pooled time frames.
