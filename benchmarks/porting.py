@@ -170,7 +170,7 @@ def to_torch(model_name: str, variables, torch_model) -> None:
             if tuple(state[name].shape) != value.shape:
                 raise ValueError(f"{name}: PyTorch shape {tuple(state[name].shape)}, "
                                  f"ported {value.shape} from {'/'.join(entry.path)}")
-            state[name] = torch.from_numpy(np.ascontiguousarray(value)).to(state[name].dtype)
+            state[name] = torch.from_numpy(np.array(value, copy=True)).to(state[name].dtype)
             written.add(name)
     missing = [n for n in state if n not in written and not _ignored(n)]
     if missing:

@@ -1,0 +1,257 @@
+"""RESULTS.md and the log-log plots, from the records of ``results.json``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import defaultdict
+from pathlib import Path
+
+# The project's goals (train-step throughput ratios jaxmusic / PyTorch, and MFU).
+RATIO_GOALS = [
+    # (model, input, batch sizes (None: every measured one), torch variant, minimum ratio)
+    ("lstm", "full_mel", (32,), "eager", 2.0),
+    ("lstm", "full_mel", (32,), "packed", 20.0),
+    ("cnn", "full_mel", (32, 256), "eager", 1.5),
+    ("ast_tiny", "beat_mel", None, "eager", 1.3),
+    ("ast_tiny", "full_mel", None, "eager", 1.3),
+    ("ast_small", "beat_mel", None, "eager", 1.3),
+    ("ast_small", "full_mel", None, "eager", 1.3),
+]
+MFU_GOALS = {"ast_tiny": 0.5, "ast_small": 0.5, "cnn": 0.3, "lstm": 0.15}
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if x == 0:
+            return "0"
+        if abs(x) >= 100:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _range(rec: dict, key: str) -> str:
+    v = rec.get(key)
+    if v is None:
+        return "-"
+    lo, hi = rec.get(f"{key}_min"), rec.get(f"{key}_max")
+    if lo is None or hi is None:
+        return _fmt(v)
+    return f"{_fmt(v)} ({_fmt(lo)}-{_fmt(hi)})"
+
+
+def _label(rec: dict) -> str:
+    return f"{rec['framework']}/{rec['variant']}"
+
+
+def goal_rows(records: list[dict]) -> list[list[str]]:
+    ok = [r for r in records if r.get("status") == "ok"]
+    rows = []
+    for model, inp, batches, variant, target in RATIO_GOALS:
+        found = False
+        for r in sorted(ok, key=lambda r: r["batch_size"]):
+            if (r["model"], r["input"], r["framework"], r["variant"]) != (model, inp, "torch", variant):
+                continue
+            if batches is not None and r["batch_size"] not in batches:
+                continue
+            ratio = r.get("jax_speedup_train")
+            if ratio is None:
+                continue
+            found = True
+            rows.append([f"{model} {inp} B={r['batch_size']}", f"jax/torch {variant} train",
+                         f">= {target:g}x", f"{ratio:.2f}x ({_fmt(r.get('jax_speedup_train_min'))}-"
+                         f"{_fmt(r.get('jax_speedup_train_max'))})", "yes" if ratio >= target else "**no**"])
+        if not found:
+            rows.append([f"{model} {inp} B={'/'.join(map(str, batches)) if batches else 'any'}",
+                         f"jax/torch {variant} train", f">= {target:g}x", "not measured", "-"])
+    for model, target in MFU_GOALS.items():
+        jax_recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] == "jit"
+                    and r.get("mfu")]
+        if not jax_recs:
+            rows.append([f"{model} (best point)", "MFU jax train", f">= {target:.0%}", "not measured", "-"])
+            continue
+        best = max(jax_recs, key=lambda r: r["mfu"])
+        rows.append([f"{model} {best['input']} B={best['batch_size']} (best point)", "MFU jax train",
+                     f">= {target:.0%}", f"{best['mfu']:.1%}", "yes" if best["mfu"] >= target else "**no**"])
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_section(results: dict) -> str:
+    m = results.get("machine", {})
+    peak = results.get("matmul_peak", {})
+    lines = [
+        f"- CPU: {m.get('cpu', '?')} ({m.get('cores', '?')} cores; {', '.join(m.get('cpu_flags', []))}); "
+        f"memory {m.get('memory_gb', '?')} GB",
+        f"- Backend: {m.get('backend', '?')}; devices: {', '.join(m.get('devices', []))}"
+        + (f"; torch devices: {', '.join(m['torch_devices'])}" if m.get("torch_devices") else ""),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
+        + f", Python {m.get('python', '?')}",
+        f"- Environment: {m.get('env', {}) or 'defaults'}; torch intra-op threads {m.get('torch_threads', '?')}",
+        "- The machine is shared with other jobs (load averages below, 1/5/15 min): figures are noisy; "
+        "the interleaved runs and paired ratios cancel most of it, absolute rates and MFU do not",
+    ]
+    runs = results.get("runs") or ([{"command": c} for c in results.get("commands", [])[-1:]])
+    if peak and not results.get("runs"):
+        runs[-1]["matmul_peak"] = peak
+    lines.append("- Runs (each its own process; MFU uses the best float32 matmul rate, a jitted `jnp.dot` of "
+                 "square matrices, measured in the same run before and after every point):")
+    for r in runs:
+        p = r.get("matmul_peak") or {}
+        samples = p.get("samples") or []
+        rate = (f"peak {p['peak_flops'] / 1e9:.0f} GFLOP/s (n={p.get('n')}; samples "
+                f"{', '.join(f'{x / 1e9:.0f}' for x in samples)})" if p else "peak not recorded")
+        lines.append(f"  - `{r.get('command')}` at {r.get('started', '?')}: {rate}; load "
+                     f"{r.get('load_average_start')} -> {r.get('load_average_end')}")
+    return "\n".join(lines)
+
+
+def point_tables(records: list[dict]) -> str:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["model"], r["input"])].append(r)
+    out = []
+    header = ["B", "variant", "train samples/s (min-max)", "infer samples/s (min-max)", "jax speedup train",
+              "jax speedup infer", "compile s", "peak MB", "GFLOP/step", "MFU", "steps", "note"]
+    for (model, inp), recs in groups.items():
+        rows = []
+        for r in sorted(recs, key=lambda r: (r["batch_size"], r["framework"] != "jax", r["variant"])):
+            if r.get("status") != "ok":
+                rows.append([r["batch_size"], _label(r)] + ["-"] * 9 + [f"{r.get('status')}: {r.get('reason', '')}"])
+                continue
+            flops = r.get("flops_train")
+            rows.append([
+                r["batch_size"], _label(r), _range(r, "train_samples_per_s"), _range(r, "infer_samples_per_s"),
+                _range(r, "jax_speedup_train") if r["framework"] != "jax" else "",
+                _range(r, "jax_speedup_infer") if r["framework"] != "jax" else "",
+                _fmt(r.get("compile_s")), _fmt(r.get("peak_mem_mb")),
+                _fmt(flops / 1e9 if flops else None), f"{r['mfu']:.1%}" if r.get("mfu") else "-",
+                f"{r.get('train_steps', '-')}/{r.get('infer_steps', '-')}",
+                (f"threads {r['threads']}" if r.get("threads") else ""),
+            ])
+        out.append(f"### {model} on {inp}\n\n" + _table(header, rows))
+    return "\n\n".join(out)
+
+
+def epoch_table(epochs: list[dict]) -> str:
+    if not epochs:
+        return "Not run in this sweep (`--epoch`)."
+    rows = [[r["model"], r["input"], r["batch_size"], _label(r), r["clips"],
+             _range(r, "train_samples_per_s"), _fmt(r.get("first_epoch_samples_per_s")),
+             _fmt(r.get("load_s")), _fmt(r.get("compile_s")),
+             ", ".join(f"{t:.2f}" for t in r["epoch_s"])] for r in epochs]
+    return _table(["model", "data", "B", "pipeline", "clips/epoch", "steady samples/s (min-max)",
+                   "first epoch samples/s", "load s", "compile s", "epoch times s"], rows)
+
+
+def plot(records: list[dict], path: Path, key: str, title: str) -> bool:
+    ok = [r for r in records if r.get("status") == "ok" and r.get(key)]
+    if not ok:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["model"], r["input"]) for r in ok})
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, (model, inp) in zip(axes.flat, panels):
+        lines = defaultdict(list)
+        for r in ok:
+            if (r["model"], r["input"]) == (model, inp):
+                lines[_label(r)].append(r)
+        for label, recs in sorted(lines.items()):
+            recs.sort(key=lambda r: r["batch_size"])
+            b = [r["batch_size"] for r in recs]
+            y = [r[key] for r in recs]
+            lo = [r[key] - r.get(f"{key}_min", r[key]) for r in recs]
+            hi = [r.get(f"{key}_max", r[key]) - r[key] for r in recs]
+            ax.errorbar(b, y, yerr=[lo, hi], marker="o", capsize=3, label=label,
+                        linestyle="-" if label.startswith("jax") else "--")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{model} / {inp}")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(results: dict, out_dir: Path) -> Path:
+    """RESULTS.md + train/infer plots in ``out_dir``; returns the markdown path."""
+    out_dir = Path(out_dir)
+    records = results.get("records", [])
+    plots = []
+    for key, name, title in (("train_samples_per_s", "train_throughput.png", "train step (AdamW, CE)"),
+                             ("infer_samples_per_s", "infer_throughput.png", "inference")):
+        if plot(records, out_dir / name, key, f"{title}: samples/s vs batch size"):
+            plots.append(name)
+    skipped = [r for r in records if r.get("status") != "ok"]
+    parts = [
+        "# jaxmusic benchmark results",
+        "",
+        f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by:",
+        "",
+        "```",
+        *results.get("commands", []),
+        "```",
+        "",
+        "## Machine",
+        "",
+        machine_section(results),
+        "",
+        "## Method",
+        "",
+        "Per point (model x input x batch size) every variant is built, compiled and warmed up, "
+        "then the variants run interleaved (A B A B ...) in one process so that drift and other "
+        "load hit all of them alike. Train step = forward, softmax cross-entropy, backward, AdamW "
+        "(lr 1e-4, weight decay 1e-4); inference = forward in eval/inference mode. Figures are the "
+        "median over timed steps (min-max in brackets). The JAX speedup is paired: the ratio of "
+        "step times within each round, median (min-max) over rounds. Compile time is apart "
+        "(JAX: lower+compile of the train step; torch.compile: the first call). Peak memory: RSS "
+        "growth during one step (after `malloc_trim`) on CPU, device statistics on GPU. FLOPs: "
+        "XLA's cost analysis of the JAX step (the LSTM's scan is counted analytically: XLA counts "
+        "a loop body once); the same model FLOPs are used for every variant's MFU. Inputs are "
+        "random spectrograms with realistic lengths (full: 1291-1293 of T=1293 frames; beat: "
+        "50-129 of T=129), zero-padded.",
+        "",
+        "## Goals",
+        "",
+        _table(["point", "figure", "goal", "measured", "met"], goal_rows(records)),
+        "",
+        "## All points",
+        "",
+        point_tables(records) if records else "No points measured.",
+        "",
+        "## End-to-end epoch (input pipeline + train step)",
+        "",
+        epoch_table(results.get("epoch", [])),
+        "",
+    ]
+    if plots:
+        parts += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    if skipped:
+        parts += ["## Not measured", "",
+                  "\n".join(f"- {r['model']} {r['input']} B={r['batch_size']} {_label(r)}: "
+                            f"{r.get('status')} ({r.get('reason', '')})" for r in skipped), ""]
+    if results.get("notes"):
+        parts += ["## Notes", "", results["notes"], ""]
+    path = out_dir / "RESULTS.md"
+    path.write_text("\n".join(parts))
+    return path

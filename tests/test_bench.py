@@ -1,0 +1,96 @@
+"""The benchmark runs end to end on tiny sizes and writes a well-formed report.
+
+Speed is never asserted (the machine is shared): only that every variant ran,
+that each record has the documented fields and that every figure is positive.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+
+import pytest
+
+pytest.importorskip("torch")
+
+from benchmarks import run as bench  # noqa: E402
+from jaxmusic.data import tfrecords  # noqa: E402
+from tests.conftest import write_genre_set  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+STEP_FIELDS = ("model", "input", "T", "F", "batch_size", "framework", "variant", "status",
+               "train_samples_per_s", "train_samples_per_s_min", "train_samples_per_s_max",
+               "infer_samples_per_s", "infer_samples_per_s_min", "infer_samples_per_s_max",
+               "train_step_s", "infer_step_s", "compile_s", "peak_mem_mb", "flops_train", "mfu", "peak_flops")
+MEASURED = ("train_samples_per_s", "train_samples_per_s_min", "train_samples_per_s_max",
+            "infer_samples_per_s", "infer_samples_per_s_min", "infer_samples_per_s_max",
+            "peak_mem_mb", "flops_train", "mfu", "peak_flops")
+EPOCH_FIELDS = ("model", "input", "batch_size", "framework", "variant", "epoch_s", "train_samples_per_s",
+                "train_samples_per_s_min", "train_samples_per_s_max", "load_s", "compile_s")
+EXPECTED = {
+    "lstm": {("jax", "jit"), ("torch", "eager"), ("torch", "packed")},
+    "cnn": {("jax", "jit"), ("torch", "eager")},
+    "ast_tiny": {("jax", "jit"), ("torch", "eager")},
+}
+
+
+def _numbers(record: dict):
+    """Every numeric figure of a record (nested lists and dicts included), with its name."""
+    for key, value in record.items():
+        if isinstance(value, bool) or key in ("batch_size", "T", "F", "threads", "model_cfg", "budget_s"):
+            continue
+        if isinstance(value, numbers.Number):
+            yield key, value
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                if isinstance(v, numbers.Number):
+                    yield key, v
+        elif isinstance(value, dict):
+            yield from ((f"{key}.{k}", v) for k, v in _numbers(value))
+
+
+def test_quick_benchmark(tmp_path):
+    write_genre_set(tmp_path / "data", n_train=24, n_test=4, lengths=(40, 60))
+    tfrecords.prepare(tmp_path / "data", "fma_genre_spectrograms", tmp_path / "prepared",
+                      tfrecords.PrepareOptions(shards=1, progress=False))
+    out = tmp_path / "bench"
+    args = ["--quick", "--out", str(out), "--models", ",".join(EXPECTED), "--inputs", "beat_mel",
+            "--batch-sizes", "2", "--steps", "2", "--epoch", "--epoch-source", str(tmp_path / "data"),
+            "--epoch-prepared", str(tmp_path / "prepared"), "--epoch-batch-size", "4"]
+    assert bench.main(args) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == bench.SCHEMA
+    assert results["machine"]["cores"] >= 1 and results["machine"]["cpu"]
+    assert results["matmul_peak"]["peak_flops"] > 0
+    assert "--quick" in results["commands"][-1]
+
+    records = results["records"]
+    seen = {(r["model"], r["framework"], r["variant"]) for r in records}
+    assert seen == {(m, f, v) for m, pairs in EXPECTED.items() for f, v in pairs}
+    for r in records:
+        assert r["status"] == "ok", r
+        missing = [f for f in STEP_FIELDS if f not in r]
+        assert not missing, (r["model"], r["variant"], missing)
+        for f in MEASURED:
+            assert r[f] is not None, (r["model"], r["variant"], f)
+        assert r["train_samples_per_s_min"] <= r["train_samples_per_s"] <= r["train_samples_per_s_max"]
+        assert (r["compile_s"] is None) == (r["framework"] == "torch" and r["variant"] != "compile")
+        if r["framework"] == "torch":
+            assert r["jax_speedup_train"] > 0 and r["jax_speedup_infer"] > 0
+        for name, value in _numbers(r):
+            assert value > 0, (r["model"], r["framework"], r["variant"], name, value)
+
+    epochs = results["epoch"]
+    assert {(r["framework"], r["variant"]) for r in epochs} == {("jax", "tf.data+jit"), ("torch", "DataLoader+eager")}
+    for r in epochs:
+        assert not [f for f in EPOCH_FIELDS if f not in r]
+        assert len(r["epoch_s"]) == 2 and r["clips"] == r["steps_per_epoch"] * 4
+        for name, value in _numbers(r):
+            assert value > 0, (r["framework"], name, value)
+
+    md = (out / "RESULTS.md").read_text()
+    assert "python -m benchmarks.run --quick" in md and "## Goals" in md and "## End-to-end epoch" in md
+    for png in ("train_throughput.png", "infer_throughput.png"):
+        assert (out / png).stat().st_size > 0
