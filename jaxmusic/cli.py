@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("jaxmusic.viz.latent", "latent space of runs: PCA / t-SNE / UMAP maps with silhouette scores"),
     "report": ("jaxmusic.viz.report", "one self-contained HTML page with every run, table and picture"),
     "features": ("jaxmusic.features", "audio collections -> the lab layout (librosa recipe)"),
+    "bench": ("benchmarks.run", "JAX vs PyTorch throughput benchmark (run from the repository root)"),
     "predict": ("jaxmusic.predict", "genre (and emotion) of audio files from trained runs"),
     "transfer": ("jaxmusic.experiments", "emotion model: scratch vs fine-tuned vs frozen genre backbone"),
     "compare-multitask": ("jaxmusic.experiments", "multitask model vs one single-axis model per axis"),
