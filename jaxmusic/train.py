@@ -305,6 +305,10 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
     ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
                                    mode=run.task.select_mode)
     meta = {"epoch": -1, "best_value": None, "best_epoch": None, "bad_epochs": 0, "history": []}
+    if not resume and ckpt.latest_step() is not None:
+        ckpt.close()
+        raise FileExistsError(f"{workdir} already holds checkpoints of a run: pass --resume to "
+                              "continue it, or choose another --workdir")
     if resume and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         if main:
