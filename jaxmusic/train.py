@@ -298,17 +298,16 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
     state = init_state(run, mesh, steps_per_epoch // max(1, t.grad_accum_steps))
     train_step, eval_step = make_steps(run, mesh, freeze_backbone=t.freeze_backbone)
     # checkpoint
-    if main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        save_config(config, workdir / "config.json")
-        (workdir / "run.json").write_text(json.dumps(run.info(), indent=2) + "\n")
     ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints,
                                    mode=run.task.select_mode)
-    meta = {"epoch": -1, "best_value": None, "best_epoch": None, "bad_epochs": 0, "history": []}
     if not resume and ckpt.latest_step() is not None:
         ckpt.close()
         raise FileExistsError(f"{workdir} already holds checkpoints of a run: pass --resume to "
                               "continue it, or choose another --workdir")
+    if main:
+        save_config(config, workdir / "config.json")
+        (workdir / "run.json").write_text(json.dumps(run.info(), indent=2) + "\n")
+    meta = {"epoch": -1, "best_value": None, "best_epoch": None, "bad_epochs": 0, "history": []}
     if resume and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         if main:
