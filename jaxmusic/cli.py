@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         from jaxmusic.data.lab import DatasetError
         try:
             return int((module.run(args, argv[0]) if multi else module.run(args)) or 0)
-        except DatasetError as e:
+        except (DatasetError, FileExistsError, FileNotFoundError) as e:
             print(f"jaxmusic {argv[0]}: error: {e}", file=sys.stderr)
             return 2
     parser = argparse.ArgumentParser(
