@@ -322,15 +322,7 @@ _GROUP_COLS = ("group", "song", "song_id", "songid")
 
 def _read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """A CSV (or TSV) with a header: ``(lower-cased columns, [(line, row)])``."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError("label table is missing", file=path) from None
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"label table is not UTF-8 text ({e})", file=path) from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise DatasetError("label table is empty (expected a header line)", file=path)
+    lines = lab.read_table_lines(path, "label table")
     delimiter = "\t" if "\t" in lines[0] else ","
     reader = csv.reader(lines, delimiter=delimiter)
     header = [h.strip().lower() for h in next(reader)]

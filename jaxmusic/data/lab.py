@@ -282,16 +282,22 @@ def save_features(path: str | os.PathLike, features_tf: np.ndarray, *, gz: bool 
 
 # --- label files ------------------------------------------------------------------
 
-def _read_lines(path: Path) -> list[str]:
+def read_table_lines(path: Path, what: str = "label file") -> list[str]:
+    """The lines of a text table with a header line, or a clear error naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise DatasetError("label file is missing", file=path) from None
+        raise DatasetError(f"{what} is missing", file=path) from None
     except UnicodeDecodeError as e:
-        raise DatasetError(f"label file is not UTF-8 text ({e})", file=path) from None
+        raise DatasetError(f"{what} is not UTF-8 text ({e})", file=path) from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
-        raise DatasetError("label file is empty (expected a header line)", file=path)
+        raise DatasetError(f"{what} is empty (expected a header line)", file=path)
+    return lines
+
+
+def _read_lines(path: Path) -> list[str]:
+    lines = read_table_lines(path)
     if not any(l.strip() for l in lines[1:]):
         raise DatasetError("label file has a header but no entries", file=path)
     return lines
