@@ -64,13 +64,12 @@ def main() -> None:
             if pset.count("train") < bs:
                 continue
             before = _rss_mb()
-            jx, n1 = jaxmusic_style(pset, bs, "mel")
+            jx, _ = jaxmusic_style(pset, bs, "mel")
             mid = _rss_mb()
-            co, n2 = course_style(Path(args.data) / name, bs, "mel")
+            co, _ = course_style(Path(args.data) / name, bs, "mel")
             after = _rss_mb()
             rows.append(f"| {name} | {bs} | {jx:.0f} | {co:.0f} | {jx / co:.1f}x | "
                         f"{mid - before:.0f} | {after - mid:.0f} |")
-            del n1, n2
             print(rows[-1], flush=True)
     text = ["# Input pipeline: tf.data over TFRecords vs the course helper's loading", "",
             "Command: `python -m benchmarks.input_pipeline --data data --prepared prepared`",

@@ -133,8 +133,27 @@ def _meminfo(field: str) -> int | None:
     return None
 
 
-def available_bytes() -> int | None:
-    """Memory the OS can still give this process (``MemAvailable``); None if unknown."""
+def available_bytes(framework: str = "jax") -> int | None:
+    """Free memory where ``framework`` ("jax" or "torch") computes; None if unknown.
+
+    On CPU the OS's ``MemAvailable``; on an accelerator the device's free memory.
+    """
+    if framework == "torch":
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return int(torch.cuda.mem_get_info()[0])
+        except ImportError:  # pragma: no cover
+            pass
+    else:
+        import jax
+
+        if jax.default_backend() != "cpu":
+            stats = jax.devices()[0].memory_stats() or {}
+            if "bytes_limit" in stats:
+                return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+            return None
     return _meminfo("MemAvailable")
 
 

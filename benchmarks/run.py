@@ -150,7 +150,7 @@ class Sweep:
                 continue
             rec = self.base(w, fw, v)
             records[key] = rec
-            avail = machine.available_bytes()
+            avail = machine.available_bytes(fw)
             if fw == "torch" and avail:
                 if key in history:  # its own peak at the previous batch size, scaled
                     prev_b, prev_mb = history[key]
