@@ -98,9 +98,10 @@ def machine_section(results: dict) -> str:
         "- The machine is shared with other jobs (load averages below, 1/5/15 min): figures are noisy; "
         "the interleaved runs and paired ratios cancel most of it, absolute rates and MFU do not",
     ]
-    runs = results.get("runs") or ([{"command": c} for c in results.get("commands", [])[-1:]])
-    if peak and not results.get("runs"):
-        runs[-1]["matmul_peak"] = peak
+    known = {r.get("command"): r for r in results.get("runs", [])}
+    runs = [known.get(c, {"command": c}) for c in results.get("commands", [])]
+    if peak and runs and "matmul_peak" not in runs[-1]:
+        runs[-1] = dict(runs[-1], matmul_peak=peak)
     lines.append("- Runs (each its own process; MFU uses the best float32 matmul rate, a jitted `jnp.dot` of "
                  "square matrices, measured in the same run before and after every point):")
     for r in runs:

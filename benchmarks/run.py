@@ -82,7 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", default="auto",
                         help="intra-op threads of the PyTorch variants: a number, or auto (per variant and "
                              "point, the faster of 1 and all cores; recorded)")
+    parser.add_argument("--tag", default="",
+                        help="suffix '@TAG' for every variant name of this run (e.g. the XLA_FLAGS in use), "
+                             "so that its records sit next to untagged ones in one results.json")
     parser.add_argument("--peak-n", type=int, default=None, help="matmul size of the peak measurement")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite RESULTS.md and the plots from --out's results.json")
     parser.add_argument("--epoch", action="store_true", help="also run the end-to-end epoch")
     parser.add_argument("--epoch-source", default=None, help="lab-layout data root (sample-data output)")
     parser.add_argument("--epoch-prepared", default=None, help="`jaxmusic prepare` output root")
@@ -129,8 +134,10 @@ class Sweep:
         self.cores = machine.cores()
 
     def base(self, w: variants.Workload, framework: str, variant: str) -> dict:
+        tag = f"@{self.args.tag}" if self.args.tag else ""
         return {"kind": "step", "model": w.model, "input": w.input.name, "T": w.input.steps, "F": w.input.features,
-                "batch_size": w.batch_size, "framework": framework, "variant": variant,
+                "batch_size": w.batch_size, "framework": framework, "variant": variant + tag,
+                "xla_flags": os.environ.get("XLA_FLAGS", ""),
                 "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in w.model_cfg.items()}}
 
     def _torch_threads(self) -> int | None:
@@ -304,6 +311,11 @@ def _defaults(args) -> None:
 
 def run(args) -> int:
     _defaults(args)
+    if args.report_only:
+        out = Path(args.out)
+        md = report.write(json.loads((out / "results.json").read_text()), out)
+        print(f"wrote {md}")
+        return 0
     models_table = variants.QUICK_MODELS if args.quick else variants.MODELS
     inputs_table = variants.QUICK_INPUTS if args.quick else variants.INPUTS
     models, inputs = _csv(args.models), _csv(args.inputs)
@@ -363,12 +375,17 @@ def run(args) -> int:
                 w = variants.Workload(model, cfg, inputs_table[inp], b)
                 print(f"{model} {inp} B={b}: {', '.join(f'{f}/{v}' for f, v in pairs if alive.get((f, v), True) is True)}",
                       flush=True)
-                for rec in sweep.point(w, pairs, alive, history):
+                point_records = sweep.point(w, pairs, alive, history)
+                for rec in point_records:
                     add(rec)
                     this_run.append(rec)
                     print("   " + _line(rec), flush=True)
                 again = machine.matmul_peak(min(args.peak_n, 2048), repeats=3)["peak_flops"]
                 peak["samples"].append(again)
+                for rec in point_records:  # against the rate right after the point (about the same load)
+                    if rec.get("status") == "ok" and rec.get("flops_train") and rec.get("train_step_s"):
+                        rec["peak_flops_local"] = again
+                        rec["mfu_local"] = rec["flops_train"] / rec["train_step_s"] / again
                 if again > peak["peak_flops"]:
                     peak["peak_flops"] = sweep.peak_flops = again
                     for rec in this_run:
