@@ -280,6 +280,7 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
     my_readers = range(p_idx * readers // n_proc, (p_idx + 1) * readers // n_proc)
     pcfg = PipelineConfig(batch_size=micro_batch // readers, max_length=run.max_length,
                           view=config.data.view, seed=t.seed, normalize=config.data.normalize,
+                          cache=bool(config.data.get("cache", False)),
                           shuffle_buffer=config.data.shuffle_buffer,
                           bucket_boundaries=tuple(config.data.bucket_boundaries))
     steps_per_epoch = run.pset.train_steps("train", pcfg.batch_size, readers)

@@ -146,6 +146,41 @@ def test_train_batches_fixed_shape_and_seeded(prepared):
             assert not x["features"][row, n:].any()
 
 
+def test_cached_train_batches_hold_the_streamed_clips(prepared):
+    """data.cache: the same decoded, standardised, padded clips as streaming, each at most once
+    per epoch, in an order keyed by (seed, epoch) only."""
+    root, *_ = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
+    stream = pipeline.PipelineConfig(batch_size=8, max_length=50, view="fused", seed=3)
+    cached = pipeline.PipelineConfig(batch_size=8, max_length=50, view="fused", seed=3, cache=True)
+
+    def rows(batches):
+        out = {}
+        for b in batches:
+            assert b["features"].shape == (8, 50, 140) and b["mask"].all()
+            for f, n, y in zip(b["features"], b["lengths"], b["label"]):
+                key = f.tobytes()
+                assert key not in out  # at most once per epoch
+                out[key] = (int(n), int(y))
+        return out
+
+    every = _eval_all(pset, "train", stream)
+    reference = {f.tobytes(): (int(n), int(y)) for f, n, y, m in
+                 zip(every["features"], every["lengths"], every["label"], every["mask"]) if m}
+    assert len(reference) == pset.count("train")
+    epoch0 = list(pipeline.train_batches(pset, "train", cached, epoch=0))
+    assert len(epoch0) == pset.count("train") // 8
+    got = rows(epoch0)
+    assert set(got) <= set(reference) and all(got[k] == reference[k] for k in got)
+    streamed = rows(pipeline.train_batches(pset, "train", stream, epoch=0))
+    assert set(streamed) <= set(reference)
+    again = list(pipeline.train_batches(pset, "train", cached, epoch=0))
+    other = list(pipeline.train_batches(pset, "train", cached, epoch=1))
+    for x, y in zip(epoch0, again):
+        np.testing.assert_array_equal(x["features"], y["features"])
+    assert any((x["label"] != z["label"]).any() for x, z in zip(epoch0, other))
+
+
 def test_tfds_can_load_the_shards(prepared):
     import tensorflow_datasets as tfds
 

@@ -120,6 +120,7 @@ class PipelineConfig:
     prefetch: int = 2
     parallel_reads: int = 4
     normalize: bool = True           # standardise with the train split's feature mean/std
+    cache: bool = False              # training: decode the split once into memory, then index it
 
 
 def _decode_fn(pset: PreparedSet, cfg: PipelineConfig, pad: bool):
@@ -180,6 +181,9 @@ def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: 
         raise lab.DatasetError(
             f"split {split!r} has fewer clips per process than one batch of {cfg.batch_size}",
             file=pset.dir / "manifest.json")
+    if cfg.cache:
+        yield from _cached_train_batches(pset, split, cfg, epoch, process_index, process_count, steps)
+        return
     seed = int(np.random.SeedSequence([cfg.seed, epoch, process_index]).generate_state(1)[0] >> 1)
     files = _files_dataset(pset, split, process_index, process_count).shuffle(64, seed=seed)
     ds = files.interleave(tf.data.TFRecordDataset, cycle_length=cfg.parallel_reads,
@@ -197,6 +201,38 @@ def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: 
     # can leave partial buckets behind), then cut it.
     ds = ds.map(_drop_ids).repeat().take(steps).prefetch(cfg.prefetch)
     yield from ds.as_numpy_iterator()
+
+
+_CACHE: dict = {}
+
+
+def _cached_split(pset: PreparedSet, split: str, cfg: PipelineConfig, process_index: int,
+                  process_count: int) -> dict:
+    """This process's clips of ``split``, decoded, standardised and padded once (kept per process)."""
+    key = (str(pset.dir), split, process_index, process_count, cfg.view, cfg.max_length, cfg.normalize)
+    if key not in _CACHE:
+        read = dataclasses.replace(cfg, batch_size=256, cache=False)
+        parts = [{k: v[b["mask"]] for k, v in b.items() if k != "id"}
+                 for b in eval_batches(pset, split, read, process_index=process_index,
+                                       process_count=process_count)]
+        _CACHE.clear()  # one split at a time: the training split of the current run
+        _CACHE[key] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return _CACHE[key]
+
+
+def _cached_train_batches(pset, split, cfg, epoch, process_index, process_count, steps) -> Iterator[dict]:
+    """Cache mode of :func:`train_batches`: a permutation keyed by ``(seed, epoch, process)``
+    over the in-memory split; ``steps`` full batches, each clip at most once per epoch."""
+    if cfg.bucket_boundaries:
+        raise ValueError("data.cache and data.bucket_boundaries do not combine")
+    data = _cached_split(pset, split, cfg, process_index, process_count)
+    n = len(data["lengths"])
+    if steps * cfg.batch_size > n:
+        raise ValueError(f"{steps} batches of {cfg.batch_size} need more than the {n} clips of {split!r}")
+    order = np.random.default_rng([cfg.seed, epoch, process_index]).permutation(n)
+    for i in range(steps):
+        idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])  # sorted: sequential reads
+        yield {k: v[idx] for k, v in data.items()}
 
 
 def _drop_ids(batch):
