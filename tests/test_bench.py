@@ -94,3 +94,29 @@ def test_quick_benchmark(tmp_path):
     assert "python -m benchmarks.run --quick" in md and "## Goals" in md and "## End-to-end epoch" in md
     for png in ("train_throughput.png", "infer_throughput.png"):
         assert (out / png).stat().st_size > 0
+
+
+def test_large_batch_sweep_records_the_recipe(tiny_prepared, tmp_path):
+    """benchmarks.large_batch on the tiny set: sqrt lr scaling, warm-up of one epoch, gradient
+    accumulation above --max-device-batch, LAMB from --lamb-from, batches above the split skipped."""
+    from benchmarks import large_batch
+
+    out = tmp_path / "out"
+    large_batch.main(["--prepared", str(tiny_prepared), "--config", "configs/tiny/lstm.py",
+                      "--batch-sizes", "16,32,4096", "--epochs", "1", "--base-lr", "0.004",
+                      "--lamb-from", "32", "--max-device-batch", "16", "--workdir", str(tmp_path / "runs"),
+                      "--out", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    recs = {(r["batch_size"], r["optimizer"]): r for r in results["records"]}
+    assert set(recs) == {(16, "adamw"), (32, "adamw"), (32, "lamb")}
+    n_train = json.loads((tiny_prepared / "fma_genre_spectrograms_beat" / "manifest.json").read_text())[
+        "splits"]["train"]["count"]
+    for (batch, _), r in recs.items():
+        assert r["learning_rate"] == pytest.approx(0.004 * (batch / 32) ** 0.5)
+        assert r["steps_per_epoch"] == n_train // batch
+        assert r["warmup_steps"] == n_train // batch
+        assert r["grad_accum_steps"] == batch // 16
+        assert 0.0 <= r["best_val_accuracy"] <= 1.0 and r["train_samples_per_s"] > 0
+    assert results["skipped"] == [f"batch 4096 > the {n_train} training clips"]
+    md = (out / "large_batch.md").read_text()
+    assert md.count("\n| 32 |") == 2 and (out / "large_batch.png").stat().st_size > 0
