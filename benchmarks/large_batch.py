@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def run_one(args, batch: int, optimizer: str, n_train: int, seed: int, dtype: st
     from jaxmusic.train import train
 
     config, steps_per_epoch = make_config(args, batch, optimizer, n_train, seed, dtype)
-    name = f"b{batch}_{optimizer}_{dtype}_s{seed}"
+    name = f"b{batch}_{optimizer}_{dtype}_s{seed}" + (f"_lr{args.lamb_lr_factor:g}x" if optimizer != "adamw" else "")
     workdir = Path(args.workdir) / name
     if workdir.exists():
         import shutil
@@ -84,7 +85,8 @@ def run_one(args, batch: int, optimizer: str, n_train: int, seed: int, dtype: st
     rates = sorted(h["samples_per_s"] for h in history[1:]) or [history[0]["samples_per_s"]]
     test = evaluate_run(workdir, progress=False)
     test_acc = test.get("test", {}).get(config.data.set, {}).get("accuracy")
-    rec = {"batch_size": batch, "optimizer": optimizer, "dtype": dtype, "seed": seed,
+    factor = args.lamb_lr_factor if optimizer in ("lamb", "lars") else 1.0
+    rec = {"batch_size": batch, "optimizer": optimizer, "lr_factor": factor, "dtype": dtype, "seed": seed,
            "learning_rate": config.train.learning_rate, "warmup_steps": config.train.warmup_steps,
            "grad_accum_steps": config.train.grad_accum_steps, "steps_per_epoch": steps_per_epoch,
            "epochs": len(history), "best_val_accuracy": val[best], "best_epoch": best + 1,
@@ -94,26 +96,35 @@ def run_one(args, batch: int, optimizer: str, n_train: int, seed: int, dtype: st
     return rec
 
 
+def _opt(r: dict) -> str:
+    factor = r.get("lr_factor", 1.0)
+    return r["optimizer"] + ("" if factor == 1.0 else f" (lr x{factor:g})")
+
+
 def write_report(results: dict, out: Path) -> Path:
     recs = results["records"]
     base = [r for r in recs if r["batch_size"] == results["base_batch"] and r["optimizer"] == "adamw"
             and r["dtype"] == "float32"]
     base_acc = sum(r["best_val_accuracy"] for r in base) / len(base) if base else None
     lines = ["# Large-batch training on the sample data", "",
-             f"Generated {results['date']} by:", "", "```", results["command"], "```", "",
+             f"Generated {results['date']} by (each run of the script appends its records):", "", "```",
+             *results["commands"], "```", "",
              results["setup"], "",
              "| batch | optimizer | dtype | seed | lr | warm-up steps | accum | steps/epoch | best val acc "
              "(epoch) | vs batch-32 AdamW | test acc | train samples/s |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(recs, key=lambda r: (r["batch_size"], r["optimizer"], r["dtype"], r["seed"])):
+    for r in sorted(recs, key=lambda r: (r["batch_size"], r["optimizer"], r.get("lr_factor", 1.0), r["dtype"],
+                                         r["seed"])):
         delta = "" if base_acc is None else f"{100 * (r['best_val_accuracy'] - base_acc):+.1f} pt"
         test = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}"
-        lines.append(f"| {r['batch_size']} | {r['optimizer']} | {r['dtype']} | {r['seed']} | "
+        lines.append(f"| {r['batch_size']} | {_opt(r)} | {r['dtype']} | {r['seed']} | "
                      f"{r['learning_rate']:.2e} | {r['warmup_steps']} | {r['grad_accum_steps']} | "
                      f"{r['steps_per_epoch']} | {r['best_val_accuracy']:.3f} ({r['best_epoch']}) | {delta} | "
                      f"{test} | {r['train_samples_per_s']:.0f} |")
     if results.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(results["skipped"])]
+    for note in results.get("notes", []):
+        lines += ["", note]
     lines += ["", "![validation accuracy and throughput against the batch](large_batch.png)", ""]
     md = out / "large_batch.md"
     md.write_text("\n".join(lines) + "\n")
@@ -128,8 +139,8 @@ def _plot(recs: list, path: Path, base_acc) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for opt in sorted({r["optimizer"] for r in recs}):
-        rs = sorted((r for r in recs if r["optimizer"] == opt and r["dtype"] == "float32"),
+    for opt in sorted({_opt(r) for r in recs}):
+        rs = sorted((r for r in recs if _opt(r) == opt and r["dtype"] == "float32" and r["seed"] == 0),
                     key=lambda r: r["batch_size"])
         if not rs:
             continue
@@ -168,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="runs/large_batch")
     p.add_argument("--out", default=str(HERE.parent / "docs" / "large_batch"))
     p.add_argument("--append", action="store_true", help="merge into --out's results.json")
+    p.add_argument("--note", default=None, help="a remark kept in results.json and the report")
     args = p.parse_args(argv)
 
     from jaxmusic.config import load_config
@@ -190,14 +202,17 @@ def main(argv=None) -> int:
     results = {"records": [], "skipped": []}
     if args.append and (out / "results.json").exists():
         results = json.loads((out / "results.json").read_text())
+    if args.note:
+        results.setdefault("notes", []).append(args.note)
     results.update(date=time.strftime("%Y-%m-%d %H:%M"), base_batch=args.base_batch,
-                   command="python -m benchmarks.large_batch " + " ".join(argv if argv is not None else sys.argv[1:]),
+                   commands=results.get("commands", []) + [
+                       "python -m benchmarks.large_batch " + shlex.join(argv if argv is not None else sys.argv[1:])],
                    setup=(f"Config `{Path(args.config).name}` on `{set_name}` ({n_train} training clips), "
                           f"{args.epochs} epochs per run, no early stopping; lr = {args.base_lr or 'config'} x "
                           f"(B/{args.base_batch})^{ {'sqrt': '0.5', 'linear': '1', 'none': '0'}[args.scaling]} "
-                          f"(LAMB/LARS x {args.lamb_lr_factor}), warm-up {args.warmup_epochs} epoch(s) then cosine; "
+                          f"(LAMB/LARS runs: times --lamb-lr-factor, see the lr column), warm-up {args.warmup_epochs} epoch(s) then cosine; "
                           f"gradient accumulation above {args.max_device_batch} per step."))
-    key = lambda r: (r["batch_size"], r["optimizer"], r["dtype"], r["seed"])  # noqa: E731
+    key = lambda r: (r["batch_size"], r["optimizer"], r.get("lr_factor", 1.0), r["dtype"], r["seed"])  # noqa: E731
     for batch in _csv(args.batch_sizes, int):
         if batch > n_train:
             note = f"batch {batch} > the {n_train} training clips"

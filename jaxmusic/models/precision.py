@@ -8,10 +8,10 @@ AMX/AVX512-BF16 kernels (322-434 GFLOP/s); XLA:CPU also computes bfloat16
 element-wise ops in float32, paying a convert on each side of every op (see
 benchmarks/NOTES.md). So on CPU, ``dtype=bfloat16`` means (:func:`policy`):
 activations, normalisation and the loss stay float32, and the matrix products of
-``Dense`` layers take bfloat16 operands and accumulate in float32 (the TPU's
-default matmul precision), in the forward pass and, through a custom VJP, in both
-backward products (JAX's own transpose rules would make those float32).
-On GPU/TPU the model computes in bfloat16 as Flax does.
+``Dense`` layers and attention take bfloat16 operands and accumulate in float32
+(the TPU's default matmul precision), in the forward pass and, through custom
+VJPs, in both backward products (JAX's own transpose rules would make those
+float32). Used by the AST; on GPU/TPU the model computes in bfloat16 as Flax does.
 """
 
 from __future__ import annotations
