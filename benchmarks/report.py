@@ -80,8 +80,11 @@ def goal_rows(records: list[dict]) -> list[list[str]]:
                          f">= {target:g}x", f"{ratio:.2f}x ({_fmt(lo)}-{_fmt(hi)})",
                          "yes" if ratio >= target else "**no**"])
         if not found:
+            why = next((f"not measured ({r['framework']}/{r['variant']} B={r['batch_size']}: {r.get('reason')})"
+                        for r in records if (r["model"], r["input"]) == (model, inp) and r.get("status") != "ok"),
+                       "not measured")
             rows.append([f"{model} {inp} B={'/'.join(map(str, batches)) if batches else 'any'}",
-                         f"jax/torch {variant} train", f">= {target:g}x", "not measured", "-"])
+                         f"jax/torch {variant} train", f">= {target:g}x", why, "-"])
     for model, target in MFU_GOALS.items():
         jax_recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] == "jit"
                     and r.get("mfu")]

@@ -165,8 +165,9 @@ class Sweep:
                 else:  # before its first step: what XLA needs for the same model
                     guesses = [b * TORCH_OVER_JAX_MEMORY for b in [jax_bytes] if b]
                 if guesses and max(guesses) > MEMORY_FRACTION * avail:
-                    rec.update(status="skipped", reason=f"memory: needs about {max(guesses) / 2**20:,.0f} MB, "
-                                                        f"{avail / 2**20:,.0f} MB free")
+                    source = "its peak at the previous batch" if key in history else "XLA's need for the same model"
+                    rec.update(status="skipped", reason=f"memory: needs about {max(guesses) / 2**20:,.0f} MB "
+                                                        f"(guessed from {source}), {avail / 2**20:,.0f} MB free")
                     alive[key] = rec["reason"]
                     continue
             auto = fw == "torch" and args.torch_threads == "auto" and self.cores > 1
