@@ -171,7 +171,10 @@ def scaling_table(records: list[dict]) -> str:
         if len(recs) < 4:
             continue
         recs.sort(key=lambda r: r["batch_size"])
-        stop = next((r["stops_here"] for r in recs if r.get("stops_here")), "")
+        stop = next((r["stops_here"] for r in recs if r.get("stops_here")), "") or next(
+            (f"B={r['batch_size']}: {r.get('reason')}" for r in sorted(records, key=lambda r: r["batch_size"])
+             if (r["model"], r["input"], _label(r)) == (model, inp, label) and r.get("status") != "ok"
+             and r["batch_size"] > recs[-1]["batch_size"]), "")
         rows.append([model, inp, label, " / ".join(str(r["batch_size"]) for r in recs),
                      " / ".join(_fmt(r["train_samples_per_s"]) for r in recs),
                      " / ".join(_fmt(r.get("peak_mem_mb")) for r in recs),

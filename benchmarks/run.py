@@ -178,8 +178,8 @@ class Sweep:
                 if fw == "jax":
                     jax_bytes = var.estimate_bytes()
                     if jax_bytes and avail and jax_bytes > MEMORY_FRACTION * avail:
-                        raise MemoryError(f"XLA needs {jax_bytes / 2**20:,.0f} MB, "
-                                          f"{avail / 2**20:,.0f} MB free")
+                        raise MemoryError(f"XLA needs {jax_bytes / 2**20:,.0f} MB, more than "
+                                          f"{MEMORY_FRACTION:.0%} of the {avail / 2**20:,.0f} MB free")
                     var.train_step()  # first executions: buffers, thread pools
                     var.infer_step()
                 if auto:
