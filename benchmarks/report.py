@@ -47,13 +47,18 @@ def _label(rec: dict) -> str:
     return f"{rec['framework']}/{rec['variant']}"
 
 
-def _paired(torch_rec: dict, jax_rec: dict, phase: str = "train"):
-    """Median (min, max) over rounds of torch step time / JAX step time, rounds paired as run (A B A B)."""
-    t, j = torch_rec.get(f"{phase}_step_s_all"), jax_rec.get(f"{phase}_step_s_all")
-    if not t or not j:
+def paired_ratio(slow_times: list[float], fast_times: list[float]) -> dict | None:
+    """Ratio of step times round by round (rounds paired as run, A B A B): median, min, max."""
+    pairs = [a / b for a, b in zip(slow_times, fast_times)]
+    if not pairs:
         return None
-    pairs = [a / b for a, b in zip(t, j)]
-    return statistics.median(pairs), min(pairs), max(pairs)
+    return {"": statistics.median(pairs), "_min": min(pairs), "_max": max(pairs)}
+
+
+def _paired(torch_rec: dict, jax_rec: dict, phase: str = "train"):
+    """(median, min, max) of torch step time / JAX step time from the stored per-round times."""
+    r = paired_ratio(torch_rec.get(f"{phase}_step_s_all") or [], jax_rec.get(f"{phase}_step_s_all") or [])
+    return None if r is None else (r[""], r["_min"], r["_max"])
 
 
 def goal_rows(records: list[dict]) -> list[list[str]]:

@@ -120,13 +120,6 @@ def _spread(values: list[float], scale: float = 1.0) -> dict:
     return {"": scale / med, "_min": scale / max(values), "_max": scale / min(values)}
 
 
-def _ratio(torch_times: list[float], jax_times: list[float]) -> dict | None:
-    pairs = [t / j for t, j in zip(torch_times, jax_times)]
-    if not pairs:
-        return None
-    return {"": statistics.median(pairs), "_min": min(pairs), "_max": max(pairs)}
-
-
 class Sweep:
     def __init__(self, args, peak_flops: float):
         self.args = args
@@ -253,7 +246,7 @@ class Sweep:
                             f"{name}_step_s_max": max(values), f"{name}_step_s_all": values})
             if key[0] == "jax" and ref_key is not None and key != ref_key:
                 for name in ("train", "infer"):  # > 1: faster than the reference JAX variant
-                    ratio = _ratio(times[ref_key][name], times[key][name])
+                    ratio = report.paired_ratio(times[ref_key][name], times[key][name])
                     for suffix, value in (ratio or {}).items():
                         rec[f"speedup_over_{ref_key[1]}_{name}{suffix}"] = value
             if key[0] == "torch" and ref_key is not None:
@@ -261,7 +254,7 @@ class Sweep:
                 for f in ("flops_train", "flops_infer", "flops_source"):
                     rec.setdefault(f, ref.get(f))
                 for name in ("train", "infer"):
-                    ratio = _ratio(times[key][name], times[ref_key][name])
+                    ratio = report.paired_ratio(times[key][name], times[ref_key][name])
                     for suffix, value in (ratio or {}).items():
                         rec[f"jax_speedup_{name}{suffix}"] = value
             set_mfu(rec, self.peak_flops)
