@@ -91,7 +91,7 @@ def goal_rows(records: list[dict]) -> list[list[str]]:
             rows.append([f"{model} {inp} B={'/'.join(map(str, batches)) if batches else 'any'}",
                          f"jax/torch {variant} train", f">= {target:g}x", why, "-"])
     for model, target in MFU_GOALS.items():
-        jax_recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] == "jit"
+        jax_recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] in ("jit", "jit_dp")
                     and r.get("mfu")]
         if not jax_recs:
             rows.append([f"{model} (best point)", "MFU jax train", f">= {target:.0%}", "not measured", "-"])

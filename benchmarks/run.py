@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny models and inputs: the smoke test")
     parser.add_argument("--append", action="store_true", help="merge into an existing results.json")
     parser.add_argument("--jax-variants", default="jit",
-                        help="comma-separated: jit, jit_bf16, each optionally with backbone keywords, e.g. "
+                        help="comma-separated: jit, jit_bf16, jit_dp, jit_bf16_dp (data parallel over --host-devices), each optionally with backbone keywords, e.g. "
                              "'jit,jit[unroll=8],jit_bf16' (the first is the reference of the speedups)")
     parser.add_argument("--model-args", default="",
                         help="backbone keywords for the JAX models, e.g. 'unroll=4,chunk_size=128' (the "
@@ -82,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", default="auto",
                         help="intra-op threads of the PyTorch variants: a number, or auto (per variant and "
                              "point, the faster of 1 and all cores; recorded)")
+    parser.add_argument("--host-devices", type=int, default=None,
+                        help="split the CPU into N XLA devices (XLA_FLAGS=--xla_force_host_platform_device_count=N, "
+                             "set before JAX starts) for the data-parallel variants jit_dp / jit_bf16_dp; "
+                             "one per core is the fast setting on a CPU host")
     parser.add_argument("--tag", default="",
                         help="suffix '@TAG' for every variant name of this run (e.g. the XLA_FLAGS in use), "
                              "so that its records sit next to untagged ones in one results.json")
@@ -305,6 +309,8 @@ def _defaults(args) -> None:
 
 def run(args) -> int:
     _defaults(args)
+    if args.host_devices:
+        set_host_devices(args.host_devices)
     if args.report_only:
         out = Path(args.out)
         md = report.write(json.loads((out / "results.json").read_text()), out)
@@ -440,6 +446,21 @@ def _line(rec: dict) -> str:
     if rec.get("threads"):
         s += f"  threads {rec['threads']}"
     return s
+
+
+def set_host_devices(n: int) -> None:
+    """Ask XLA:CPU for ``n`` host devices; only possible before JAX's CPU backend starts."""
+    flag = f"--xla_force_host_platform_device_count={n}"
+    if "jax" in sys.modules:
+        import jax
+
+        if len(jax.local_devices(backend="cpu")) != n:
+            raise SystemExit(f"--host-devices {n}: JAX is already running with "
+                             f"{len(jax.local_devices(backend='cpu'))} CPU devices; "
+                             f"start the process with XLA_FLAGS={flag}")
+        return
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join(flags + [flag])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,7 @@ QUICK_INPUTS: dict[str, Input] = {
 
 TORCH_VARIANTS = {"lstm": ("eager", "packed", "compile"), "cnn": ("eager", "compile"),
                   "ast": ("eager", "compile")}
-JAX_VARIANTS = ("jit", "jit_bf16")
+JAX_VARIANTS = ("jit", "jit_bf16", "jit_dp", "jit_bf16_dp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,9 +217,13 @@ class JaxVariant:
         import jax
 
         self.workload, self.variant = workload, variant
-        # "jit", "jit_bf16", optionally with backbone keywords: "jit[unroll=4,chunk_size=128]".
+        # "jit", "jit_bf16", "jit_dp", "jit_bf16_dp", optionally with backbone keywords:
+        # "jit[unroll=4,chunk_size=128]".
         base, _, extra = variant.partition("[")
-        self.bf16 = base == "jit_bf16"
+        if base not in JAX_VARIANTS:
+            raise ValueError(f"unknown JAX variant {base!r} (one of {', '.join(JAX_VARIANTS)})")
+        self.bf16 = base.startswith("jit_bf16")
+        self.data_parallel = base.endswith("_dp")
         self.model_args = {}
         for item in filter(None, extra.rstrip("]").split(",")):
             key, _, value = item.partition("=")
@@ -245,18 +249,35 @@ class JaxVariant:
         tx = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
         self.state, has_stats = jax_state(model, tx, self.x, self.lengths, w.seed)
         train_step, infer_step = jax_steps(model, tx, has_stats, w.seed + 1)
+        train_jit, infer_jit = {"donate_argnums": 0}, {}
+        devices = 1
+        if self.data_parallel:
+            # jaxmusic's own data parallelism: the batch split over every device (on a CPU host
+            # run with XLA_FLAGS=--xla_force_host_platform_device_count=<cores>: one per core)
+            from jaxmusic import parallel
+
+            mesh = parallel.make_mesh()
+            devices = mesh.size
+            if w.batch_size % devices:
+                raise ValueError(f"batch {w.batch_size} does not split over {devices} devices")
+            rep, dat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+            self.state = jax.device_put(self.state, rep)
+            self.x, self.lengths, self.labels = jax.device_put((self.x, self.lengths, self.labels), dat)
+            train_jit.update(in_shardings=(rep, dat, dat, dat), out_shardings=(rep, rep))
+            infer_jit.update(in_shardings=(rep, rep, dat, dat), out_shardings=dat)
         args = (self.x, self.lengths, self.labels)
         t0 = time.perf_counter()
-        self._train = jax.jit(train_step, donate_argnums=0).lower(self.state, *args).compile()
+        self._train = jax.jit(train_step, **train_jit).lower(self.state, *args).compile()
         compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._infer = jax.jit(infer_step).lower(self.state["params"], self.state["batch_stats"],
-                                                self.x, self.lengths).compile()
+        self._infer = jax.jit(infer_step, **infer_jit).lower(self.state["params"], self.state["batch_stats"],
+                                                             self.x, self.lengths).compile()
         infer_compile_s = time.perf_counter() - t0
 
-        out = {"compile_s": compile_s, "infer_compile_s": infer_compile_s}
+        out = {"compile_s": compile_s, "infer_compile_s": infer_compile_s, "devices": devices}
         for kind, compiled in (("train", self._train), ("infer", self._infer)):
-            out[f"flops_{kind}_xla"] = float(_cost(compiled).get("flops", 0.0)) or None
+            # XLA counts one device's share of a partitioned program
+            out[f"flops_{kind}_xla"] = devices * float(_cost(compiled).get("flops", 0.0)) or None
             loops = _has_loops(compiled)
             if w.family == "lstm":
                 out[f"flops_{kind}"] = lstm_model_flops(w.model_cfg, w.batch_size, w.input.steps,
@@ -267,7 +288,7 @@ class JaxVariant:
                 out["flops_source"] = "xla cost_analysis" + (" (has loops: undercounted)" if loops else "")
             try:
                 mem = compiled.memory_analysis()
-                out[f"xla_{kind}_bytes"] = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                out[f"xla_{kind}_bytes"] = devices * int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
                                                + mem.output_size_in_bytes - mem.alias_size_in_bytes)
             except Exception:  # pragma: no cover - not available on every backend
                 pass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import numbers
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,50 @@ def test_large_batch_sweep_records_the_recipe(tiny_prepared, tmp_path):
     assert results["skipped"] == [f"batch 4096 > the {n_train} training clips"]
     md = (out / "large_batch.md").read_text()
     assert md.count("\n| 32 |") == 2 and (out / "large_batch.png").stat().st_size > 0
+
+
+DP_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from benchmarks import variants as V
+assert jax.device_count() == 2, jax.devices()
+w = V.Workload("cnn", V.QUICK_MODELS["cnn"], V.QUICK_INPUTS["beat_mel"], 4)
+out = {}
+for name in ("jit", "jit_dp"):
+    v = V.JaxVariant(w, name)
+    info = v.prepare()
+    logits = np.asarray(v._infer(v.state["params"], v.state["batch_stats"], v.x, v.lengths)).tolist()
+    v.train_step()
+    mu = v.state["opt"][0].mu  # AdamW's first moment after one step: 0.1 x the gradient
+    out[name] = {"grads": [(10 * np.asarray(g)).ravel().tolist() for g in jax.tree.leaves(mu)],
+                 "stats": [np.asarray(s).ravel().tolist() for s in jax.tree.leaves(v.state["batch_stats"])],
+                 "logits": logits,
+                 "shards": len(v.x.sharding.device_set), "flops": info["flops_train"], "devices": info["devices"]}
+print(json.dumps(out))
+"""
+
+
+def test_data_parallel_variant_takes_the_same_step():
+    """jax/jit_dp (the batch split over two host devices) gives the single-device step's gradients,
+    BatchNorm statistics (over the global batch) and logits, and counts the whole step's FLOPs (XLA reports one device's share)."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", DP_SCRIPT], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    single, dp = out["jit"], out["jit_dp"]
+    assert (single["shards"], single["devices"], dp["shards"], dp["devices"]) == (1, 1, 2, 2)
+    assert len(single["grads"]) == len(dp["grads"]) > 0
+    scale = max(np.abs(g).max() for g in single["grads"])  # conv biases before BatchNorm: gradient ~1e-8
+    for a, b in zip(single["grads"], dp["grads"]):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale)
+    for a, b in zip(single["stats"], dp["stats"]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dp["logits"], single["logits"], rtol=1e-4, atol=1e-5)
+    assert dp["flops"] == pytest.approx(single["flops"], rel=0.05)
