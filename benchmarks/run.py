@@ -310,6 +310,8 @@ def _defaults(args) -> None:
 def run(args) -> int:
     _defaults(args)
     if args.host_devices:
+        from jaxmusic.cli import set_host_devices
+
         set_host_devices(args.host_devices)
     if args.report_only:
         out = Path(args.out)
@@ -446,21 +448,6 @@ def _line(rec: dict) -> str:
     if rec.get("threads"):
         s += f"  threads {rec['threads']}"
     return s
-
-
-def set_host_devices(n: int) -> None:
-    """Ask XLA:CPU for ``n`` host devices; only possible before JAX's CPU backend starts."""
-    flag = f"--xla_force_host_platform_device_count={n}"
-    if "jax" in sys.modules:
-        import jax
-
-        if len(jax.local_devices(backend="cpu")) != n:
-            raise SystemExit(f"--host-devices {n}: JAX is already running with "
-                             f"{len(jax.local_devices(backend='cpu'))} CPU devices; "
-                             f"start the process with XLA_FLAGS={flag}")
-        return
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
-    os.environ["XLA_FLAGS"] = " ".join(flags + [flag])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -307,7 +307,9 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
                               "continue it, or choose another --workdir")
     if main:
         save_config(config, workdir / "config.json")
-        (workdir / "run.json").write_text(json.dumps(run.info(), indent=2) + "\n")
+        trained_on = {"backend": jax.default_backend(), "devices": jax.device_count(),
+                      "processes": jax.process_count()}
+        (workdir / "run.json").write_text(json.dumps({**run.info(), "trained_on": trained_on}, indent=2) + "\n")
     meta = {"epoch": -1, "best_value": None, "best_epoch": None, "bad_epochs": 0, "history": []}
     if resume and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)

@@ -78,7 +78,10 @@ def test_two_devices_equal_one_device(tiny_prepared, tmp_path):
               f"--config.data.prepared={tiny_prepared}", "--config.train.epochs=1",
               "--config.train.optimizer=sgd", "--config.train.learning_rate=0.05"]
     run_cli(common + ["--workdir", str(tmp_path / "one")], devices=1)
-    run_cli(common + ["--workdir", str(tmp_path / "two")], devices=2)
+    # two devices through the CLI's --host-devices (it replaces XLA_FLAGS' device count of 1)
+    run_cli(["--host-devices", "2"] + common + ["--workdir", str(tmp_path / "two")], devices=1)
+    for name, devices in (("one", 1), ("two", 2)):
+        assert json.loads((tmp_path / name / "run.json").read_text())["trained_on"]["devices"] == devices
     one, two = params_of(tmp_path / "one"), params_of(tmp_path / "two")
     assert_trees_close(one, two, rtol=2e-4, atol=2e-5)
     # And training moved the parameters at all.
