@@ -5,7 +5,8 @@
 The course helper reads every ``.npy.gz`` (gunzip, ``np.load``, transpose), then pads
 each clip to the longest in the set when a batch is drawn; jaxmusic streams shards
 (decode raw bytes, standardise, pad) with prefetch, building a new tf.data pipeline
-per epoch as training does, or (``data.cache``) decodes the split once into memory. Each measurement runs in its own process, so that its
+per epoch as training does when it streams, or (``data.cache``, the default "auto" when the split
+fits in memory) decodes the split once into memory. Each measurement runs in its own process, so that its
 peak memory (``ru_maxrss``) is its own: the table gives the growth over the
 process's resident size after its imports. Figures: clips/s over ``--epochs``
 passes of the training split (median pass; the course helper loads everything in
@@ -146,7 +147,8 @@ def main(argv=None) -> None:
             "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|", *rows, "",
             f"clips/s: median over {args.epochs} passes of the training split, each side in its own process "
             "(the course helper's first pass includes loading every file; jaxmusic streaming builds a new "
-            "tf.data pipeline every pass, as training does; cache (`data.cache=True`) decodes the split into "
+            "tf.data pipeline every pass, as training does with `data.cache=false` or a split too big for "
+            "memory; cache (`data.cache=true`, and \"auto\" when the split fits) decodes the split into "
             "memory in its first pass and then indexes a seeded permutation). Peak RSS growth: `ru_maxrss` after the pass minus "
             "after the imports. 'Feeds the fastest JAX model': jaxmusic clips/s over the highest JAX train "
             "samples/s on the same input shape in benchmarks/results.json (the goal: at least 10x)."]

@@ -32,7 +32,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_length = 0          # frames; 0 = the prepared set's longest clip
     c.data.eval_sets = ()          # extra prepared sets to test on ((): the twin full/beat set)
     c.data.normalize = True        # standardise features with the train split's mean/std
-    c.data.cache = False           # decode the training split into memory once, index it each epoch
+    c.data.cache = "auto"          # training split decoded into memory once and indexed each epoch:
+                                   # true | false | "auto" (when it takes <= 25% of free memory)
     c.data.shuffle_buffer = 1024
     c.data.bucket_boundaries = ()  # optional length buckets for training
     c.data.readers = 0             # input streams per global batch (0: one per process);

@@ -30,7 +30,7 @@ from flax.training import train_state
 from jaxmusic import checkpoint, parallel, tasks
 from jaxmusic.config import read_config, save_config
 from jaxmusic.data import lab
-from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, eval_batches, train_batches
+from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, eval_batches, resolve_cache, train_batches
 from jaxmusic.models import Model, build_backbone
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -278,9 +278,12 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
         raise ValueError("data.bucket_boundaries needs a single input stream (one process, "
                          "data.readers=1): streams would bucket to different lengths")
     my_readers = range(p_idx * readers // n_proc, (p_idx + 1) * readers // n_proc)
+    cache, cache_why = resolve_cache(config.data.get("cache", False), run.pset, "train", config.data.view,
+                                     run.max_length, share=len(my_readers) / readers,
+                                     bucketed=bool(config.data.bucket_boundaries))
     pcfg = PipelineConfig(batch_size=micro_batch // readers, max_length=run.max_length,
                           view=config.data.view, seed=t.seed, normalize=config.data.normalize,
-                          cache=bool(config.data.get("cache", False)),
+                          cache=cache,
                           shuffle_buffer=config.data.shuffle_buffer,
                           bucket_boundaries=tuple(config.data.bucket_boundaries))
     steps_per_epoch = run.pset.train_steps("train", pcfg.batch_size, readers)
@@ -308,7 +311,7 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
     if main:
         save_config(config, workdir / "config.json")
         trained_on = {"backend": jax.default_backend(), "devices": jax.device_count(),
-                      "processes": jax.process_count()}
+                      "processes": jax.process_count(), "data_cache": cache_why}
         (workdir / "run.json").write_text(json.dumps({**run.info(), "trained_on": trained_on}, indent=2) + "\n")
     meta = {"epoch": -1, "best_value": None, "best_epoch": None, "bad_epochs": 0, "history": []}
     if resume and ckpt.latest_step() is not None:

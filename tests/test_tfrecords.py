@@ -181,6 +181,29 @@ def test_cached_train_batches_hold_the_streamed_clips(prepared):
     assert any((x["label"] != z["label"]).any() for x, z in zip(epoch0, other))
 
 
+def test_cache_auto_decides_from_the_decoded_size(prepared, monkeypatch):
+    """data.cache="auto": in memory when the decoded split fits in a quarter of the free memory
+    (the estimate is the cached arrays' real size), streaming otherwise or with length buckets;
+    two input streams in one process keep both of their caches."""
+    root, *_ = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
+    cfg = pipeline.PipelineConfig(batch_size=4, max_length=50, view="fused", cache=True)
+    halves = [pipeline._cached_split(pset, "train", cfg, i, 2) for i in range(2)]
+    assert len(pipeline._CACHE) == 2 and pipeline._cached_split(pset, "train", cfg, 0, 2) is halves[0]
+    need = pipeline.cached_split_bytes(pset, "train", "fused", 50)
+    assert need == sum(h["features"].nbytes for h in halves)
+    monkeypatch.setattr(pipeline, "_available_memory", lambda: 4 * need)
+    assert pipeline.resolve_cache("auto", pset, "train", "fused", 50)[0] is True
+    assert pipeline.resolve_cache("auto", pset, "train", "fused", 50, bucketed=True)[0] is False
+    monkeypatch.setattr(pipeline, "_available_memory", lambda: 4 * need - 1)
+    cache, why = pipeline.resolve_cache("auto", pset, "train", "fused", 50)
+    assert cache is False and "streaming" in why
+    assert pipeline.resolve_cache("auto", pset, "train", "fused", 50, share=0.5)[0] is True
+    assert pipeline.resolve_cache("False", pset, "train", "fused", 50) == (False, "streaming")
+    with pytest.raises(ValueError, match="data.cache must be"):
+        pipeline.resolve_cache("sometimes", pset, "train", "fused", 50)
+
+
 def test_tfds_can_load_the_shards(prepared):
     import tensorflow_datasets as tfds
 

@@ -204,6 +204,60 @@ def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: 
 
 
 _CACHE: dict = {}
+CACHE_MEMORY_FRACTION = 0.25  # "auto" caches a split only if it takes at most this share of free memory
+
+
+def _available_memory() -> int | None:
+    """The OS's ``MemAvailable`` in bytes (Linux); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def cached_split_bytes(pset: PreparedSet, split: str, view: str, max_length: int, share: float = 1.0) -> int:
+    """Memory of ``share`` of ``split`` decoded as :func:`_cached_split` keeps it (float32, padded)."""
+    lo, hi = pset.view_columns(view)
+    count = pset.manifest["splits"][split]["count"]
+    return int(count * share * max_length * (hi - lo) * 4)
+
+
+def resolve_cache(setting, pset: PreparedSet, split: str, view: str, max_length: int, share: float = 1.0,
+                  bucketed: bool = False) -> tuple[bool, str]:
+    """``data.cache`` (True, False or "auto") -> (cache?, why).
+
+    "auto" caches when the split (this process's ``share`` of it) needs at most
+    :data:`CACHE_MEMORY_FRACTION` of the free memory and no length buckets are asked
+    for (buckets need the streaming pipeline); otherwise it streams.
+    """
+    if isinstance(setting, str):
+        lowered = setting.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            setting = True
+        elif lowered in ("false", "0", "no"):
+            setting = False
+        elif lowered == "auto":
+            setting = "auto"
+        else:
+            raise ValueError(f"data.cache must be true, false or 'auto', got {setting!r}")
+    if setting not in (True, False, "auto"):
+        raise ValueError(f"data.cache must be true, false or 'auto', got {setting!r}")
+    if setting == "auto":
+        need = cached_split_bytes(pset, split, view, max_length, share)
+        free = _available_memory()
+        if bucketed:
+            return False, "auto: streaming (length buckets)"
+        if free is None:
+            return False, "auto: streaming (free memory unknown)"
+        if need > CACHE_MEMORY_FRACTION * free:
+            return False, (f"auto: streaming ({need / 2**20:,.0f} MB decoded > {CACHE_MEMORY_FRACTION:.0%} "
+                           f"of {free / 2**20:,.0f} MB free)")
+        return True, f"auto: in memory ({need / 2**20:,.0f} MB of {free / 2**20:,.0f} MB free)"
+    return setting, "in memory" if setting else "streaming"
 
 
 def _cached_split(pset: PreparedSet, split: str, cfg: PipelineConfig, process_index: int,
@@ -215,7 +269,10 @@ def _cached_split(pset: PreparedSet, split: str, cfg: PipelineConfig, process_in
         parts = [{k: v[b["mask"]] for k, v in b.items() if k != "id"}
                  for b in eval_batches(pset, split, read, process_index=process_index,
                                        process_count=process_count)]
-        _CACHE.clear()  # one split at a time: the training split of the current run
+        # one split at a time (the training split of the current run), kept for each of this
+        # process's input streams
+        for other in [k for k in _CACHE if k[:2] + k[3:] != key[:2] + key[3:]]:
+            del _CACHE[other]
         _CACHE[key] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return _CACHE[key]
 
