@@ -361,6 +361,32 @@ def test_cnn_max_pool_matches_flax_reduce_window():
     assert max_pool_2x2(x).shape == (2, 4, 4, 3)
 
 
+@pytest.mark.parametrize("k", [3, 4])
+def test_cnn_tap_weight_gradient_matches_numpy(k):
+    """The CNN's convolution (weight gradient as one product per kernel tap): value, input and
+    weight gradients against numpy sums over the SAME-padded input."""
+    from jaxmusic.models.cnn import _NHWC, conv_general_dilated
+
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(2, 11, 7, 3)).astype(np.float32)
+    w = rng.normal(size=(k, k, 3, 4)).astype(np.float32)
+    g = rng.normal(size=(2, 11, 7, 4)).astype(np.float32)
+    lo, hi = (k - 1) // 2, k // 2  # SAME padding
+    xp = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    windows = np.stack([[xp[:, i:i + 11, j:j + 7] for j in range(k)] for i in range(k)])  # [k, k, B, T, F, C]
+    y_ref = np.einsum("ijbtfc,ijco->btfo", windows, w)
+    dw_ref = np.einsum("ijbtfc,btfo->ijco", windows, g)
+    gp = np.pad(g, ((0, 0), (hi, lo), (hi, lo), (0, 0)))  # dx: the flipped kernel over the padded gradient
+    dx_ref = sum(np.einsum("btfo,co->btfc", gp[:, k - 1 - i:k - 1 - i + 11, k - 1 - j:k - 1 - j + 7], w[i, j])
+                 for i in range(k) for j in range(k))
+    conv = lambda x, w: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_NHWC)  # noqa: E731
+    y, vjp = jax.vjp(conv, jnp.asarray(x), jnp.asarray(w))
+    dx, dw = vjp(jnp.asarray(g))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+
+
 def test_cnn_rejects_clips_shorter_than_the_pooling():
     model = CNNBackbone()
     with pytest.raises(ValueError, match="at least 16 time frames"):
