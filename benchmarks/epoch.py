@@ -1,8 +1,9 @@
 """An end-to-end training epoch: the input pipeline plus the train step.
 
 * jaxmusic: the prepared TFRecords through ``jaxmusic.data.pipeline.train_batches``
-  (tf.data: shuffle, decode, view slice, pad, batch, prefetch) into the jitted
-  train step of :mod:`benchmarks.variants`.
+  (tf.data: shuffle, decode, view slice, pad, batch, prefetch; or, as training does
+  by default when the split fits in memory, decoded once in the first epoch and
+  indexed afterwards) into the jitted train step of :mod:`benchmarks.variants`.
 * PyTorch: the course helper's way. The dataset reads every ``.npy.gz`` feature
   file up front (gunzip, ``np.load``, transpose to ``(T, F)``, keep the view), pads
   each clip to the longest one in ``__getitem__``; a ``DataLoader``
@@ -82,7 +83,7 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
     import torch.nn.functional as F
 
     from jaxmusic.data import lab
-    from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, train_batches
+    from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, resolve_cache, train_batches
 
     pset = PreparedSet.open(Path(prepared_root) / set_name)
     max_length = pset.max_length()
@@ -105,7 +106,9 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
     t0 = time.perf_counter()
     step = jax.jit(train_step, donate_argnums=0).lower(state, x0, l0, y0).compile()
     compile_s = time.perf_counter() - t0
-    cfg = PipelineConfig(batch_size=batch_size, max_length=max_length, view=view, seed=0)
+    # as `jaxmusic train` reads by default (data.cache="auto": in memory if the split fits)
+    cache, cache_why = resolve_cache("auto", pset, "train", view, max_length)
+    cfg = PipelineConfig(batch_size=batch_size, max_length=max_length, view=view, seed=0, cache=cache)
     epoch_s = []
     for epoch in range(epochs):
         t0 = time.perf_counter()
@@ -115,8 +118,9 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
                                jnp.asarray(batch["label"]))
         loss.block_until_ready()
         epoch_s.append(time.perf_counter() - t0)
-    # No load phase: tf.data reads the shards inside the epoch (load_s None).
-    records.append(_record(common, "jax", "tf.data+jit", epoch_s, load_s=None, compile_s=compile_s))
+    # No load phase: tf.data reads the shards inside the (first) epoch (load_s None).
+    records.append(_record(common, "jax", "tf.data+jit", epoch_s, load_s=None, compile_s=compile_s,
+                           data_cache=cache_why))
     del state, step
 
     # PyTorch: the course helper's dataset + DataLoader -> eager.
