@@ -103,8 +103,12 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
     y0 = jnp.zeros((batch_size,), jnp.int32)
     state, has_stats = variants.jax_state(model, tx, x0, l0, 0)
     train_step, _ = variants.jax_steps(model, tx, has_stats, 1)
+    # every device of the process (one per core with --host-devices), as `jaxmusic train` does
+    dp = variants.DataParallel.over_all_devices(batch_size)
+    state = dp.put_state(state)
+    x0, l0, y0 = dp.put_batch((x0, l0, y0))
     t0 = time.perf_counter()
-    step = jax.jit(train_step, donate_argnums=0).lower(state, x0, l0, y0).compile()
+    step = jax.jit(train_step, **dp.train_jit()).lower(state, x0, l0, y0).compile()
     compile_s = time.perf_counter() - t0
     # as `jaxmusic train` reads by default (data.cache="auto": in memory if the split fits)
     cache, cache_why = resolve_cache("auto", pset, "train", view, max_length)
@@ -114,13 +118,12 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
         t0 = time.perf_counter()
         loss = None
         for batch in train_batches(pset, "train", cfg, epoch=epoch, steps=steps):
-            state, loss = step(state, jnp.asarray(batch["features"]), jnp.asarray(batch["lengths"]),
-                               jnp.asarray(batch["label"]))
+            state, loss = step(state, *dp.put_batch((batch["features"], batch["lengths"], batch["label"])))
         loss.block_until_ready()
         epoch_s.append(time.perf_counter() - t0)
     # No load phase: tf.data reads the shards inside the (first) epoch (load_s None).
     records.append(_record(common, "jax", "tf.data+jit", epoch_s, load_s=None, compile_s=compile_s,
-                           data_cache=cache_why))
+                           data_cache=cache_why, devices=dp.devices))
     del state, step
 
     # PyTorch: the course helper's dataset + DataLoader -> eager.

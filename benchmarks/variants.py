@@ -208,6 +208,57 @@ def jax_state(model, tx, x, lengths, seed: int):
     return state, "batch_stats" in variables
 
 
+@dataclasses.dataclass(frozen=True)
+class DataParallel:
+    """How a jitted step is placed: one device (the default), or jaxmusic's own data
+    parallelism over every device (``jaxmusic.parallel``: the batch split on the mesh,
+    state replicated; on a CPU host run with ``--host-devices <cores>``)."""
+
+    mesh: Any = None
+
+    @classmethod
+    def over_all_devices(cls, batch_size: int) -> "DataParallel":
+        from jaxmusic import parallel
+
+        mesh = parallel.make_mesh()
+        if batch_size % mesh.size:
+            raise ValueError(f"batch {batch_size} does not split over {mesh.size} devices")
+        return cls(mesh)
+
+    @property
+    def devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.size
+
+    def _shardings(self):
+        from jaxmusic import parallel
+
+        return parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)
+
+    def put_state(self, state):
+        import jax
+
+        return state if self.mesh is None else jax.device_put(state, self._shardings()[0])
+
+    def put_batch(self, arrays):
+        import jax
+
+        return arrays if self.mesh is None else jax.device_put(arrays, self._shardings()[1])
+
+    def train_jit(self) -> dict:
+        """``jax.jit`` keywords of ``train_step(state, x, lengths, labels) -> (state, loss)``."""
+        if self.mesh is None:
+            return {"donate_argnums": 0}
+        rep, dat = self._shardings()
+        return {"donate_argnums": 0, "in_shardings": (rep, dat, dat, dat), "out_shardings": (rep, rep)}
+
+    def infer_jit(self) -> dict:
+        """``jax.jit`` keywords of ``infer_step(params, batch_stats, x, lengths) -> logits``."""
+        if self.mesh is None:
+            return {}
+        rep, dat = self._shardings()
+        return {"in_shardings": (rep, rep, dat, dat), "out_shardings": dat}
+
+
 class JaxVariant:
     """jaxmusic's Flax model (``Model(build_backbone(...), ClassifierHead)``) under ``jax.jit``."""
 
@@ -249,22 +300,11 @@ class JaxVariant:
         tx = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
         self.state, has_stats = jax_state(model, tx, self.x, self.lengths, w.seed)
         train_step, infer_step = jax_steps(model, tx, has_stats, w.seed + 1)
-        train_jit, infer_jit = {"donate_argnums": 0}, {}
-        devices = 1
-        if self.data_parallel:
-            # jaxmusic's own data parallelism: the batch split over every device (on a CPU host
-            # run with XLA_FLAGS=--xla_force_host_platform_device_count=<cores>: one per core)
-            from jaxmusic import parallel
-
-            mesh = parallel.make_mesh()
-            devices = mesh.size
-            if w.batch_size % devices:
-                raise ValueError(f"batch {w.batch_size} does not split over {devices} devices")
-            rep, dat = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-            self.state = jax.device_put(self.state, rep)
-            self.x, self.lengths, self.labels = jax.device_put((self.x, self.lengths, self.labels), dat)
-            train_jit.update(in_shardings=(rep, dat, dat, dat), out_shardings=(rep, rep))
-            infer_jit.update(in_shardings=(rep, rep, dat, dat), out_shardings=dat)
+        dp = DataParallel.over_all_devices(w.batch_size) if self.data_parallel else DataParallel()
+        devices = dp.devices
+        self.state = dp.put_state(self.state)
+        self.x, self.lengths, self.labels = dp.put_batch((self.x, self.lengths, self.labels))
+        train_jit, infer_jit = dp.train_jit(), dp.infer_jit()
         args = (self.x, self.lengths, self.labels)
         t0 = time.perf_counter()
         self._train = jax.jit(train_step, **train_jit).lower(self.state, *args).compile()
