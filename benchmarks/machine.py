@@ -16,6 +16,7 @@ import ctypes
 import gc
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -242,7 +243,7 @@ class MemoryProbe:
 
 def command_line() -> str:
     """The command that started this process, as typed (module form when run with -m)."""
-    argv = list(sys.argv)
+    argv = [shlex.quote(a) for a in sys.argv]
     if argv and argv[0].endswith(("run.py", "__main__.py")) and "benchmarks" in argv[0]:
         argv[0] = "python -m benchmarks.run"
     return " ".join(argv)

@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     if argv is not None:  # called from Python: record the equivalent command line
-        args.command = " ".join(["python -m benchmarks.run", *argv])
+        args.command = " ".join(["python -m benchmarks.run", *map(shlex.quote, argv)])
     return run(args)
 
 
