@@ -23,7 +23,6 @@ in alternatives, so that ``NOTES.md`` can predict what a change to
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import sys
 import time

@@ -27,7 +27,6 @@ Each backbone maps ``(features [B, T, F], lengths [B])`` to a latent
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -392,8 +392,6 @@ class TorchVariant:
     framework = "torch"
 
     def __init__(self, workload: Workload, variant: str, threads: int | None = None):
-        import torch
-
         self.workload, self.variant, self.threads = workload, variant, threads
         self.device = torch_device()
         self.memory_kind = "torch-cuda" if self.device.type == "cuda" else "cpu"

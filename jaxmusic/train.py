@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +28,6 @@ from flax.training import train_state
 
 from jaxmusic import checkpoint, parallel, tasks
 from jaxmusic.config import read_config, save_config
-from jaxmusic.data import lab
 from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, eval_batches, resolve_cache, train_batches
 from jaxmusic.models import Model, build_backbone
 

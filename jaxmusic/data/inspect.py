@@ -126,5 +126,5 @@ def _print_summary(summary: dict) -> None:
     for split, merge in (summary.get("class_merge") or {}).items():
         before = ", ".join(f"{k} {v}" for k, v in merge["before"].items())
         print(f"  {split}_labels.txt genre strings: {before}")
-        print(f"             after the merge: " + ", ".join(f"{k} {v}" for k, v in merge["after"].items())
+        print("             after the merge: " + ", ".join(f"{k} {v}" for k, v in merge["after"].items())
               + f"; dropped by the merge: {merge['dropped_by_merge']['count']}")
