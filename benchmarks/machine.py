@@ -23,6 +23,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from jaxmusic.data.pipeline import meminfo
+
 _PROC = Path("/proc/self")
 
 
@@ -78,7 +80,7 @@ def describe() -> dict:
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "cores": cores(),
-        "memory_gb": round(_meminfo("MemTotal") / 2**30, 1) if _meminfo("MemTotal") else None,
+        "memory_gb": round(meminfo("MemTotal") / 2**30, 1) if meminfo("MemTotal") else None,
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in devices],
         "python": platform.python_version(),
@@ -124,16 +126,6 @@ def matmul_peak(n: int = 4096, repeats: int = 5, dtype: str = "float32") -> dict
 
 # --- memory ------------------------------------------------------------------------------------
 
-def _meminfo(field: str) -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def available_bytes(framework: str = "jax") -> int | None:
     """Free memory where ``framework`` ("jax" or "torch") computes; None if unknown.
 
@@ -155,7 +147,7 @@ def available_bytes(framework: str = "jax") -> int | None:
             if "bytes_limit" in stats:
                 return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
             return None
-    return _meminfo("MemAvailable")
+    return meminfo("MemAvailable")
 
 
 def _status(field: str) -> int | None:

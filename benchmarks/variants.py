@@ -304,13 +304,12 @@ class JaxVariant:
         devices = dp.devices
         self.state = dp.put_state(self.state)
         self.x, self.lengths, self.labels = dp.put_batch((self.x, self.lengths, self.labels))
-        train_jit, infer_jit = dp.train_jit(), dp.infer_jit()
         args = (self.x, self.lengths, self.labels)
         t0 = time.perf_counter()
-        self._train = jax.jit(train_step, **train_jit).lower(self.state, *args).compile()
+        self._train = jax.jit(train_step, **dp.train_jit()).lower(self.state, *args).compile()
         compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._infer = jax.jit(infer_step, **infer_jit).lower(self.state["params"], self.state["batch_stats"],
+        self._infer = jax.jit(infer_step, **dp.infer_jit()).lower(self.state["params"], self.state["batch_stats"],
                                                              self.x, self.lengths).compile()
         infer_compile_s = time.perf_counter() - t0
 

@@ -276,7 +276,7 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
         raise ValueError("data.bucket_boundaries needs a single input stream (one process, "
                          "data.readers=1): streams would bucket to different lengths")
     my_readers = range(p_idx * readers // n_proc, (p_idx + 1) * readers // n_proc)
-    cache, cache_why = resolve_cache(config.data.get("cache", False), run.pset, "train", config.data.view,
+    cache, cache_why = resolve_cache(config.data.get("cache", "auto"), run.pset, "train", config.data.view,
                                      run.max_length, share=len(my_readers) / readers,
                                      bucketed=bool(config.data.bucket_boundaries))
     pcfg = PipelineConfig(batch_size=micro_batch // readers, max_length=run.max_length,

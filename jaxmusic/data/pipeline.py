@@ -207,16 +207,20 @@ _CACHE: dict = {}
 CACHE_MEMORY_FRACTION = 0.25  # "auto" caches a split only if it takes at most this share of free memory
 
 
-def _available_memory() -> int | None:
-    """The OS's ``MemAvailable`` in bytes (Linux); None where unknown."""
+def meminfo(field: str) -> int | None:
+    """A ``/proc/meminfo`` field (``MemAvailable``, ``MemTotal``, ...) in bytes; None where unknown."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _available_memory() -> int | None:
+    return meminfo("MemAvailable")
 
 
 def cached_split_bytes(pset: PreparedSet, split: str, view: str, max_length: int, share: float = 1.0) -> int:
@@ -247,10 +251,10 @@ def resolve_cache(setting, pset: PreparedSet, split: str, view: str, max_length:
     if setting not in (True, False, "auto"):
         raise ValueError(f"data.cache must be true, false or 'auto', got {setting!r}")
     if setting == "auto":
-        need = cached_split_bytes(pset, split, view, max_length, share)
-        free = _available_memory()
         if bucketed:
             return False, "auto: streaming (length buckets)"
+        need = cached_split_bytes(pset, split, view, max_length, share)
+        free = _available_memory()
         if free is None:
             return False, "auto: streaming (free memory unknown)"
         if need > CACHE_MEMORY_FRACTION * free:
@@ -263,15 +267,14 @@ def resolve_cache(setting, pset: PreparedSet, split: str, view: str, max_length:
 def _cached_split(pset: PreparedSet, split: str, cfg: PipelineConfig, process_index: int,
                   process_count: int) -> dict:
     """This process's clips of ``split``, decoded, standardised and padded once (kept per process)."""
-    key = (str(pset.dir), split, process_index, process_count, cfg.view, cfg.max_length, cfg.normalize)
+    what = (str(pset.dir), split, process_count, cfg.view, cfg.max_length, cfg.normalize)
+    key = (what, process_index)  # one entry per input stream of this process
     if key not in _CACHE:
         read = dataclasses.replace(cfg, batch_size=256, cache=False)
         parts = [{k: v[b["mask"]] for k, v in b.items() if k != "id"}
                  for b in eval_batches(pset, split, read, process_index=process_index,
                                        process_count=process_count)]
-        # one split at a time (the training split of the current run), kept for each of this
-        # process's input streams
-        for other in [k for k in _CACHE if k[:2] + k[3:] != key[:2] + key[3:]]:
+        for other in [k for k in _CACHE if k[0] != what]:  # one split at a time: the current run's
             del _CACHE[other]
         _CACHE[key] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return _CACHE[key]
