@@ -34,8 +34,10 @@ from typing import Callable
 
 import numpy as np
 
-SR = 22050
-HOP = 512
+from jaxmusic import recipe
+
+SR = recipe.SAMPLE_RATE
+HOP = recipe.HOP_LENGTH
 
 NOTES = """
 ## Notes
@@ -169,7 +171,7 @@ def librosa_methods(view: str) -> dict[str, tuple[Callable[[np.ndarray], object]
     import librosa
 
     def mel(y):
-        S = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=2048, hop_length=HOP, n_mels=128,
+        S = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=recipe.N_FFT, hop_length=HOP, n_mels=recipe.N_MELS,
                                            power=2.0)
         if S.ndim == 2:
             return librosa.power_to_db(S, ref=np.max)
@@ -289,9 +291,9 @@ def accuracy(audio: np.ndarray) -> dict[str, float]:
         e_all64 = e_lib64 = 0.0
         corr = []
         for i, y in enumerate(audio):
-            S = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=2048, hop_length=HOP, n_mels=128)
+            S = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=recipe.N_FFT, hop_length=HOP, n_mels=recipe.N_MELS)
             mel = librosa.power_to_db(S, ref=np.max).T
-            S64 = librosa.feature.melspectrogram(y=y.astype(np.float64), sr=SR, n_fft=2048,
+            S64 = librosa.feature.melspectrogram(y=y.astype(np.float64), sr=SR, n_fft=recipe.N_FFT,
                                                  hop_length=HOP, n_mels=128)
             mel64 = librosa.power_to_db(S64, ref=np.max).T
             ours = feats[i, :mel.shape[0], :128]

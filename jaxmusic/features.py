@@ -58,13 +58,14 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxmusic import recipe
 from jaxmusic.data import lab
 from jaxmusic.data.lab import DatasetError
 
-SAMPLE_RATE = 22050
-N_FFT = 2048
-HOP_LENGTH = 512
-N_MELS = 128
+SAMPLE_RATE = recipe.SAMPLE_RATE
+N_FFT = recipe.N_FFT
+HOP_LENGTH = recipe.HOP_LENGTH
+N_MELS = recipe.N_MELS
 FALLBACK_BPM = 120.0
 SILENCE_PEAK = 1e-6            # peak |sample| at or below this: flagged "silent"
 RES_TYPE = "soxr_hq"           # librosa.load's default resampler

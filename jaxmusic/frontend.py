@@ -46,21 +46,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-N_MEL = 128
-N_CHROMA = 12
+from jaxmusic import recipe
+
+N_MEL = recipe.N_MELS
+N_CHROMA = recipe.N_CHROMA
 
 
 @dataclasses.dataclass(frozen=True)
 class FrontendConfig:
     """The recipe's parameters (defaults: the lab's) and how to compute them."""
 
-    sample_rate: int = 22050
-    n_fft: int = 2048
-    hop_length: int = 512
+    sample_rate: int = recipe.SAMPLE_RATE
+    n_fft: int = recipe.N_FFT
+    hop_length: int = recipe.HOP_LENGTH
     n_mels: int = N_MEL         # 0: no mel rows (a chroma-only frontend)
     n_chroma: int = N_CHROMA    # 0: no chroma rows (a mel-only frontend)
     amin: float = 1e-10
-    top_db: float | None = 80.0
+    top_db: float | None = recipe.TOP_DB
     tuning: float = 0.0
     stft: str = "auto"          # "auto" | "blocks" | "xla"
     chunk_frames: int = 128     # frames per step of the "blocks" STFT (working set ~1 MB)
@@ -111,7 +113,7 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def mel_filterbank(sample_rate: int = 22050, n_fft: int = 2048,
+def mel_filterbank(sample_rate: int = recipe.SAMPLE_RATE, n_fft: int = recipe.N_FFT,
                    n_mels: int = N_MEL) -> np.ndarray:
     """``librosa.filters.mel`` (Slaney scale and norm): ``(n_mels, 1 + n_fft // 2)``."""
     import librosa
@@ -124,7 +126,7 @@ def mel_filterbank(sample_rate: int = 22050, n_fft: int = 2048,
 
 
 @functools.lru_cache(maxsize=None)
-def chroma_filterbank(sample_rate: int = 22050, n_fft: int = 2048, n_chroma: int = N_CHROMA,
+def chroma_filterbank(sample_rate: int = recipe.SAMPLE_RATE, n_fft: int = recipe.N_FFT, n_chroma: int = N_CHROMA,
                       tuning: float = 0.0) -> np.ndarray:
     """``librosa.filters.chroma``: ``(n_chroma, 1 + n_fft // 2)``."""
     import librosa

@@ -37,9 +37,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-N_MEL = 128
-N_CHROMA = 12
-N_FEATURES = N_MEL + N_CHROMA
+from jaxmusic import recipe
+
+N_MEL = recipe.N_MELS
+N_CHROMA = recipe.N_CHROMA
+N_FEATURES = recipe.N_FEATURES
 # Column ranges of each feature view in the (T, 140) fused array.
 VIEWS: dict[str, tuple[int, int]] = {
     "mel": (0, N_MEL),
@@ -74,7 +76,7 @@ GENRE_STRINGS: tuple[str, ...] = tuple(GENRE_MERGE)
 CLASSES: tuple[str, ...] = tuple(sorted({c for c in GENRE_MERGE.values() if c}))
 CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(CLASSES)}
 
-TARGETS: tuple[str, ...] = ("valence", "energy", "danceability")
+TARGETS = recipe.TARGETS
 MULTITASK_HEADER = "Id," + ",".join(TARGETS)
 GENRE_HEADER = "Id\tGenre"
 

@@ -313,7 +313,7 @@ def _bucket(ds, cfg: PipelineConfig):
         width = tf.gather(bounds_t, k)
         shapes = {"features": tf.cast(tf.stack([width, -1]), tf.int64), "lengths": [], "mask": [],
                   "id": []}
-        shapes.update({n: ([] if n == "label" else [3]) for n in ("label", "targets")
+        shapes.update({n: ([] if n == "label" else [len(lab.TARGETS)]) for n in ("label", "targets")
                        if n in window.element_spec})
         return window.padded_batch(cfg.batch_size, padded_shapes=shapes, drop_remainder=True)
 
@@ -367,5 +367,5 @@ def _empty_batch(pset: PreparedSet, cfg: PipelineConfig) -> dict:
     if pset.kind == "genre":
         out["label"] = np.zeros((0,), np.int32)
     else:
-        out["targets"] = np.zeros((0, 3), np.float32)
+        out["targets"] = np.zeros((0, len(lab.TARGETS)), np.float32)
     return out

@@ -68,16 +68,17 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from jaxmusic import recipe
 from jaxmusic.data import lab
 
 # --- the lab's feature recipe -----------------------------------------------------
 
-SR = 22050
-N_FFT = 2048
-HOP = 512
-FPS = SR / HOP            # frames per second (43.07)
-CLIP_SECONDS = 30.0
-TOP_DB = 80.0
+SR = recipe.SAMPLE_RATE
+N_FFT = recipe.N_FFT
+HOP = recipe.HOP_LENGTH
+FPS = recipe.FRAMES_PER_SECOND
+CLIP_SECONDS = recipe.CLIP_SECONDS
+TOP_DB = recipe.TOP_DB
 GENERATOR = "jaxmusic.data.sample"
 FORMAT_VERSION = 1
 
@@ -700,7 +701,7 @@ def compose(seed: int, group: str, index: int, genre: str) -> Score:
     params.update(tracked_tempo=ttempo, onset_rate=max(onset_count, 1.0) * FPS / T,
                   n_beats=int(len(beat_frames)))
     fn = emotion_function(params)
-    targets = np.clip(fn + rng.normal(0, EMOTION_NOISE, 3), 0.0, 1.0)
+    targets = np.clip(fn + rng.normal(0, EMOTION_NOISE, len(recipe.TARGETS)), 0.0, 1.0)
     return Score(genre, T, params, beat_times, beat_frames, layers, drums, gain_db, eq, fn, targets)
 
 

@@ -165,7 +165,7 @@ def feature_spec(kind: str) -> dict:
         spec["label"] = tf.io.FixedLenFeature([], tf.int64)
         spec["genre"] = tf.io.FixedLenFeature([], tf.string)
     else:
-        spec["targets"] = tf.io.FixedLenFeature([3], tf.float32)
+        spec["targets"] = tf.io.FixedLenFeature([len(lab.TARGETS)], tf.float32)
     return spec
 
 
@@ -320,7 +320,7 @@ def _write_tfds_metadata(out: Path, manifest: dict) -> None:
         feats["label"] = tfds.features.ClassLabel(names=manifest["classes"])
         feats["genre"] = tfds.features.Text()
     else:
-        feats["targets"] = tfds.features.Tensor(shape=(3,), dtype=tf.float32)
+        feats["targets"] = tfds.features.Tensor(shape=(len(lab.TARGETS),), dtype=tf.float32)
     split_infos = [
         tfds.core.SplitInfo(name=split, shard_lengths=[s["count"] for s in info["shards"]],
                             num_bytes=sum((out / s["file"]).stat().st_size for s in info["shards"]))
