@@ -31,7 +31,8 @@ def _prepared_ids(pset, split: str) -> list[str]:
     """Clip ids of a prepared split (read once from the shards, untimed)."""
     from jaxmusic.data.pipeline import PipelineConfig, eval_batches
 
-    cfg = PipelineConfig(batch_size=64, max_length=pset.max_length(), view="fused")
+    cfg = PipelineConfig(batch_size=64, max_length=pset.max_length(), view="fused",
+                         mean=None, std=None)
     ids = []
     for batch in eval_batches(pset, split, cfg):
         ids += [i.decode() for i, m in zip(batch["id"], batch["mask"]) if m]
@@ -112,7 +113,9 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
     compile_s = time.perf_counter() - t0
     # as `jaxmusic train` reads by default (data.cache="auto": in memory if the split fits)
     cache, cache_why = resolve_cache("auto", pset, "train", view, max_length)
-    cfg = PipelineConfig(batch_size=batch_size, max_length=max_length, view=view, seed=0, cache=cache)
+    mean, std = pset.train_statistics(view)
+    cfg = PipelineConfig(batch_size=batch_size, max_length=max_length, view=view, seed=0, cache=cache,
+                         mean=mean, std=std)
     epoch_s = []
     for epoch in range(epochs):
         t0 = time.perf_counter()

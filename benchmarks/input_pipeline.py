@@ -59,7 +59,9 @@ def jaxmusic_style(prepared: Path, batch: int, view: str, epochs: int, cache: bo
     from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, train_batches
 
     pset = PreparedSet.open(prepared)
-    cfg = PipelineConfig(batch_size=batch, max_length=pset.max_length(), view=view, cache=cache)
+    mean, std = pset.train_statistics(view)
+    cfg = PipelineConfig(batch_size=batch, max_length=pset.max_length(), view=view, cache=cache,
+                         mean=mean, std=std)
     rates = []
     for epoch in range(epochs):
         t0 = time.perf_counter()

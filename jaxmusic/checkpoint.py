@@ -4,6 +4,10 @@ Each checkpoint step holds the train state (``state``: step, params, batch
 stats, optimiser state, RNG) and ``meta`` (epoch, best value and step, early
 stopping counter, per-epoch history), saved atomically. Saves are asynchronous;
 :meth:`Checkpointer.close` waits for them.
+
+"Best" has one tie rule, used by the training loop (:func:`better`) and by the
+checkpoint manager's preservation policy alike: a later score equal to the best
+so far is no improvement, so among tied scores the earliest step is the best.
 """
 
 from __future__ import annotations
@@ -16,13 +20,33 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 
+WHICH = ("best", "latest")
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint that was asked for is not there (a one-line message)."""
+
+
+def better(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` improves on ``best`` (strictly: ties keep the earlier)."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"select mode must be 'max' or 'min', got {mode!r}")
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def _rank(metrics: dict, mode: str) -> tuple[float, int]:
+    """Sort key of a saved checkpoint: higher is better; ties go to the earlier step."""
+    value = metrics["value"] if mode == "max" else -metrics["value"]
+    return value, -metrics["step"]
+
+
 class Checkpointer:
     def __init__(self, workdir: str | Path, keep: int = 2, mode: str = "max"):
         directory = Path(workdir).resolve() / "checkpoints"
         policy = policies.AnyPreservationPolicy([
             policies.LatestN(n=max(1, keep)),
-            # BestN keeps the top of an ascending sort; reverse for "min" metrics.
-            policies.BestN(get_metric_fn=lambda m: m["value"], reverse=mode == "min", n=1),
+            # BestN keeps the top of an ascending sort of _rank: the best value, earliest on ties.
+            policies.BestN(get_metric_fn=lambda m: _rank(m, mode), n=1),
         ])
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
         self.manager = ocp.CheckpointManager(directory, options=options)
@@ -32,11 +56,9 @@ class Checkpointer:
 
     def save(self, state, meta: dict, metric: float) -> None:
         step = int(state.step)
-        if meta.get("best_epoch") == meta.get("epoch", -2) + 1:
-            meta["best_step"] = step
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics={"value": float(metric)})
+            metrics={"value": float(metric), "step": step})
 
     def restore(self, abstract_state, step: int | None = None):
         step = self.manager.latest_step() if step is None else step
@@ -55,7 +77,10 @@ def load_variables(workdir: str | Path, which: str = "best", sharding=None) -> t
     checkpoint, as numpy trees (no model or optimiser needed).
 
     Works whatever the topology the run was saved with: arrays are restored onto
-    ``sharding`` (default: replicated over this process's first device)."""
+    ``sharding`` (default: replicated over this process's first device). A best
+    checkpoint that is no longer on disk is an error, never the latest instead."""
+    if which not in WHICH:
+        raise ValueError(f"which checkpoint: one of {WHICH}, got {which!r}")
     directory = Path(workdir).resolve() / "checkpoints"
     if not directory.is_dir():
         raise FileNotFoundError(f"{workdir}: no checkpoints/ (train this run first)")
@@ -68,8 +93,14 @@ def load_variables(workdir: str | Path, which: str = "best", sharding=None) -> t
         meta = manager.restore(latest, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))["meta"]
         step = latest
-        if which == "best" and meta.get("best_step") in manager.all_steps():
-            step = meta["best_step"]
+        if which == "best":
+            step = meta.get("best_step")
+            if step is None:
+                raise CheckpointError(f"{directory}: the checkpoints record no best step")
+            if step not in manager.all_steps():
+                raise CheckpointError(
+                    f"{directory}: the best checkpoint (step {step}, epoch {meta.get('best_epoch')}) "
+                    f"is not on disk (steps kept: {sorted(manager.all_steps())})")
         if sharding is None:
             sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         tree = manager.item_metadata(step)["state"]

@@ -11,12 +11,17 @@ parsed to the type of the field they replace. The resolved config is saved as
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
 from pathlib import Path
 from typing import Sequence
 
 import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config file or a ``--config.x=y`` override that cannot be used (a one-line message)."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -64,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 2   # latest N (the best one is kept too)
     c.train.dtype = "float32"      # compute dtype: float32 | bfloat16
     c.train.grad_accum_steps = 1
+    c.train.steps_per_dispatch = 1  # K > 1: K batches stacked, run by lax.scan in one jitted call
     c.train.freeze_backbone = False  # transfer: train the head only
     c.train.init_from = ""         # transfer: a genre run directory
 
@@ -86,12 +92,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     path, _, arg = str(path).partition(":")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}")
     spec = importlib.util.spec_from_file_location(f"jaxmusic_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"{path}: defines no get_config()")
+        raise ConfigError(f"{path}: defines no get_config()")
     config = module.get_config(arg) if arg else module.get_config()
     if not config.get("name"):
         config.name = path.stem + (f"_{arg.replace(',', '_')}" if arg else "")
@@ -100,36 +106,49 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+    """Apply ``--config.a.b=value`` overrides; any mistake is a :class:`ConfigError`
+    naming the override (unknown field with the nearest names, unparsable value,
+    wrong type)."""
     for item in overrides:
         if not item.startswith("--config."):
-            raise ValueError(f"unrecognised argument {item!r} (overrides look like "
-                             "--config.train.batch_size=64)")
+            raise ConfigError(f"unrecognised argument {item!r} (overrides look like "
+                              "--config.train.batch_size=64)")
         key, sep, raw = item[len("--config."):].partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} needs a value: --config.{key}=VALUE")
+            raise ConfigError(f"override {item!r} needs a value: --config.{key}=VALUE")
         parent = config
         parts = key.split(".")
-        for p in parts[:-1]:
-            if p not in parent:
-                raise ValueError(f"unknown config field {key!r} (no {p!r})")
+        for depth, p in enumerate(parts[:-1]):
+            if not isinstance(parent, ml_collections.ConfigDict) or p not in parent:
+                raise ConfigError(f"{item}: unknown config field "
+                                  f"{'.'.join(parts[:depth + 1])!r}{_nearest(p, parent)}")
             parent = parent[p]
         leaf = parts[-1]
+        if not isinstance(parent, ml_collections.ConfigDict):
+            raise ConfigError(f"{item}: {'.'.join(parts[:-1])!r} is a value, not a section")
         if leaf not in parent:
             if parent is config.model:
-                parent[leaf] = _parse(raw, None)  # backbone keyword: checked by the model
+                parent[leaf] = _parse(raw, None, item)  # backbone keyword: checked by the model
                 continue
-            raise ValueError(f"unknown config field {key!r}")
+            raise ConfigError(f"{item}: unknown config field {key!r}{_nearest(leaf, parent)}")
         with parent.ignore_type():
-            parent[leaf] = _parse(raw, parent[leaf])
+            parent[leaf] = _parse(raw, parent[leaf], item)
 
 
-def _parse(raw: str, current):
+def _nearest(name: str, section) -> str:
+    names = list(section.keys()) if isinstance(section, ml_collections.ConfigDict) else []
+    close = difflib.get_close_matches(name, names, n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _parse(raw: str, current, item: str = ""):
+    kind = type(current).__name__
     if isinstance(current, bool):
         if raw.lower() in ("1", "true", "yes"):
             return True
         if raw.lower() in ("0", "false", "no"):
             return False
-        raise ValueError(f"expected true/false, got {raw!r}")
+        raise ConfigError(f"{item}: expected true or false, got {raw!r}")
     if isinstance(current, str):
         return raw
     try:
@@ -137,13 +156,15 @@ def _parse(raw: str, current):
     except (ValueError, SyntaxError):
         if current is None:
             return raw
-        raise ValueError(f"cannot parse {raw!r} as {type(current).__name__}") from None
-    if isinstance(current, float) and isinstance(value, int):
+        raise ConfigError(f"{item}: cannot parse {raw!r} as {kind}") from None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
     if isinstance(current, tuple) and not isinstance(value, tuple):
         value = (value,)
+    if current is not None and not isinstance(value, type(current)):
+        raise ConfigError(f"{item}: expected {kind}, got {type(value).__name__} {raw!r}")
     return value
 
 

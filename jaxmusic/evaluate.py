@@ -19,65 +19,109 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import struct
 
-from jaxmusic import checkpoint, parallel
-from jaxmusic.config import read_config
+from jaxmusic import parallel, runs, steps
 from jaxmusic.data import lab
-from jaxmusic.data.pipeline import PreparedSet
-
-
-@struct.dataclass
-class Variables:
-    params: dict
-    batch_stats: dict | None = None
+from jaxmusic.data.pipeline import PreparedSet, eval_batches
 
 
 def twin_set(name: str) -> str:
     return name[: -len("_beat")] if name.endswith("_beat") else name + "_beat"
 
 
-def load_run(workdir: str | Path, which: str = "best"):
-    """(run, variables on devices, eval_step, mesh, meta) rebuilt from a run directory."""
-    from jaxmusic.train import build_run, make_steps
+# --- a whole split through a model ----------------------------------------------------------
 
-    workdir = Path(workdir)
-    if not (workdir / "config.json").exists():
-        raise FileNotFoundError(f"{workdir}: no config.json (not a jaxmusic run directory)")
-    config = read_config(workdir / "config.json")
-    run = build_run(config)
-    mesh = parallel.make_mesh()
-    host_vars, meta = checkpoint.load_variables(workdir, which, parallel.replicated(mesh))
-    variables = jax.device_put(Variables(host_vars["params"], host_vars.get("batch_stats")),
-                               parallel.replicated(mesh))
-    _, eval_step = make_steps(run, mesh)
-    return run, variables, eval_step, mesh, meta
+def predict_split(run: runs.Run, variables, eval_step, mesh, pset: PreparedSet, split: str,
+                  batch_size: int, with_latent: bool = False) -> dict:
+    """Outputs for every clip of a split, each exactly once (masked padding dropped).
 
+    ``eval_step(variables, batch)`` is a compiled step (:func:`jaxmusic.steps.compile_steps`);
+    the clips are read as the run reads data: its view, length and training statistics."""
+    cfg = run.pipeline_config(parallel.local_batch_size(batch_size))
+    n_steps = pset.eval_steps(split, cfg.batch_size, jax.process_count())
+    outs, latents, truth, ids, masks, losses, weights = [], [], [], [], [], [], []
+    for batch in eval_batches(pset, split, cfg, process_index=jax.process_index(),
+                              process_count=jax.process_count(), steps=n_steps):
+        result = eval_step(variables, parallel.to_global(batch, mesh))
+        outs.append(result["output"])
+        if with_latent:
+            latents.append(result["latent"])
+        losses.append(result["loss"])
+        weights.append(int(batch["mask"].sum()))
+        masks.append(batch["mask"])
+        truth.append(run.task.truth(batch))
+        ids.append(batch["id"])
+    mask = np.concatenate(masks)
+    local_ids = np.concatenate(ids)
+    local_truth = np.concatenate(truth)
+    if jax.process_count() > 1:
+        mask = parallel.gather_host(mask)
+        local_truth = parallel.gather_host(local_truth)
+        local_ids = parallel.gather_host_strings(local_ids)
+    outputs = np.concatenate([parallel.gather(o) for o in outs])
+    res = {"ids": [i.decode() for i in local_ids[mask]], "outputs": outputs[mask],
+           "truth": local_truth[mask]}
+    if with_latent:
+        res["latent"] = np.concatenate([parallel.gather(lt) for lt in latents])[mask]
+    w = np.asarray(weights, np.float64)
+    res["loss"] = float(np.dot(np.asarray(jax.device_get(losses)), w) / max(w.sum(), 1))
+    return res
+
+
+def evaluate_split(run: runs.Run, variables, eval_step, mesh, pset, split, batch_size) -> dict:
+    res = predict_split(run, variables, eval_step, mesh, pset, split, batch_size)
+    report = run.task.report(res["outputs"], res["truth"])
+    report["loss"] = res["loss"]
+    return report
+
+
+class Evaluator:
+    """A run's best (or latest) checkpoint on this process's devices, with its
+    compiled eval step: scores or predicts any prepared split."""
+
+    def __init__(self, workdir: str | Path, which: str = "best"):
+        self.workdir = Path(workdir)
+        self.mesh = parallel.make_mesh()
+        self.run, host_vars, self.meta = runs.load_run(workdir, which,
+                                                       sharding=parallel.replicated(self.mesh))
+        self.variables = steps.variables_on(self.mesh, host_vars)
+        _, self.eval_step = steps.compile_steps(self.run, self.mesh)
+
+    def batch_size(self, requested: int | None = None) -> int:
+        bs = requested or max(self.run.config.train.batch_size, jax.device_count())
+        return -(-bs // jax.device_count()) * jax.device_count()
+
+    def prepared(self, name: str) -> PreparedSet:
+        return PreparedSet.open(Path(self.run.config.data.prepared) / name)
+
+    def predict(self, pset: PreparedSet, split: str, batch_size: int | None = None,
+                with_latent: bool = False) -> dict:
+        return predict_split(self.run, self.variables, self.eval_step, self.mesh, pset, split,
+                             self.batch_size(batch_size), with_latent)
+
+    def score(self, pset: PreparedSet, split: str, batch_size: int | None = None) -> dict:
+        res = self.predict(pset, split, batch_size)
+        report = self.run.task.report(res["outputs"], res["truth"])
+        report["loss"] = res["loss"]
+        return report
+
+
+# --- a run's reports ------------------------------------------------------------------------
 
 def evaluate_run(workdir: str | Path, sets: list[str] | None = None, progress: bool = True,
                  batch_size: int | None = None) -> dict:
-    from jaxmusic.train import predict_split
-
     workdir = Path(workdir)
-    run, variables, eval_step, mesh, meta = load_run(workdir)
-    config = run.config
-    bs = batch_size or max(config.train.batch_size, jax.device_count())
-    bs = -(-bs // jax.device_count()) * jax.device_count()
+    ev = Evaluator(workdir)
+    run, config = ev.run, ev.run.config
     prepared_root = Path(config.data.prepared)
+    own = run.record["set"]
     out: dict = {"run": config.name, "task": run.task.name, "model": config.model.name,
-                 "set": run.pset.name, "view": config.data.view,
-                 "checkpoint_step": meta["restored_step"], "best_epoch": meta.get("best_epoch")}
-
-    def score(pset, split):
-        res = predict_split(run, variables, eval_step, mesh, pset, split, bs)
-        report = run.task.report(res["outputs"], res["truth"])
-        report["loss"] = res["loss"]
-        return report, res
-
-    if run.pset.has_split("validation"):
-        out["validation"], _ = score(run.pset, "validation")
+                 "set": own, "view": run.record["view"],
+                 "checkpoint_step": ev.meta["restored_step"], "best_epoch": ev.meta.get("best_epoch")}
+    if run.pset is not None and run.pset.has_split("validation"):
+        out["validation"] = ev.score(run.pset, "validation", batch_size)
     if run.task.data_kind == "genre":
-        names = sets or [run.pset.name] + list(config.data.eval_sets or [twin_set(run.pset.name)])
+        names = sets or [own] + list(config.data.eval_sets or [twin_set(own)])
         out["test"] = {}
         for name in dict.fromkeys(names):
             path = prepared_root / name
@@ -89,18 +133,18 @@ def evaluate_run(workdir: str | Path, sets: list[str] | None = None, progress: b
             if pset.classes != list(run.task.label_names):
                 raise ValueError(f"{name} has classes {pset.classes}, the run was trained on "
                                  f"{list(run.task.label_names)}")
-            out["test"][name], _ = score(pset, "test")
+            out["test"][name] = ev.score(pset, "test", batch_size)
     else:
         # The lab gives no test labels: the validation split is the score.
         if "validation" in out:
             out.update({k: out["validation"][k] for k in ("spearman", "spearman_mean")})
-        names = sets or [run.pset.name]
+        names = sets or [own]
         out["predictions"] = {}
         for name in dict.fromkeys(names):
             pset = PreparedSet.open(prepared_root / name)
             if not pset.has_split("test"):
                 continue
-            res = predict_split(run, variables, eval_step, mesh, pset, "test", bs)
+            res = ev.predict(pset, "test", batch_size)
             path = workdir / f"predictions_{name}.csv"
             write_predictions(path, res["ids"], res["outputs"], run.task.label_names)
             out["predictions"][name] = str(path)
@@ -184,16 +228,3 @@ def plot_confusion(report: dict, classes, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--workdir", required=True, help="a run directory")
-    parser.add_argument("--set", dest="sets", action="append",
-                        help="prepared set to test on (repeat; default: the run's set and its twin)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--quiet", action="store_true")
-
-
-def run(args) -> int:
-    evaluate_run(args.workdir, args.sets, progress=not args.quiet, batch_size=args.batch_size)
-    return 0

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmusic.data import lab
+from jaxmusic import runs
+from jaxmusic.data import lab, tfrecords
+from jaxmusic.evaluate import Evaluator, evaluate_run, write_predictions
+from jaxmusic.metrics import softmax
+from jaxmusic.train import train
 
-MULTI_COMMAND = True  # add_arguments/run take the command's name (see jaxmusic/cli.py)
 
 
 def _train_and_score(config, workdir: Path, progress: bool) -> dict:
-    from jaxmusic.evaluate import evaluate_run
-    from jaxmusic.train import train
-
     train(config, workdir, progress=progress)
     return evaluate_run(workdir, progress=False)
 
@@ -56,25 +56,9 @@ def write_comparison(workdir: Path, title: str, columns: list, rows: list, notes
     return table
 
 
-def match_source_run(config, source: str | Path):
-    """A regression config made to fit a genre run: same backbone and view (and for
-    AST the same input length, which fixes its positional embeddings)."""
-    from jaxmusic.config import read_config
-
-    source = Path(source)
-    src = read_config(source / "config.json")
-    info = json.loads((source / "run.json").read_text())
-    config = copy.deepcopy(config)
-    config.model = src.model
-    config.data.view = src.data.view
-    if src.model.name == "ast":
-        config.data.max_length = info["max_length"]
-    return config
-
-
 def transfer(config, genre_run: str | Path, workdir: str | Path, progress: bool = True) -> dict:
     workdir = Path(workdir)
-    base = match_source_run(config, genre_run)
+    base = runs.match_source_run(config, genre_run)
     variants = {
         "scratch": {},
         "fine-tune (whole network)": {"init_from": str(genre_run)},
@@ -121,11 +105,8 @@ def compare_multitask(config, workdir: str | Path, progress: bool = True) -> dic
 
 def cross_validate(config, folds: int, workdir: str | Path, shards: int = 2,
                    progress: bool = True) -> dict:
-    from jaxmusic.data import tfrecords
-    from jaxmusic.train import build_run
-
     workdir = Path(workdir)
-    select = build_run(config).task.select_metric  # also checks the prepared set exists
+    select = runs.build_run(config).task.select_metric  # also checks the prepared set exists
     values, rows = [], []
     for fold in range(folds):
         prepared = workdir / "prepared" / f"fold{fold}"
@@ -152,23 +133,16 @@ def cross_validate(config, folds: int, workdir: str | Path, shards: int = 2,
 
 def predict_set(workdir: str | Path, set_split: str, out: str | Path | None = None) -> Path:
     """Predictions of a run's best checkpoint for ``<set>/<split>`` of its prepared root."""
-    import jax
-
-    from jaxmusic.data.pipeline import PreparedSet
-    from jaxmusic.evaluate import load_run, write_predictions
-    from jaxmusic.train import predict_split
-
     workdir = Path(workdir)
     set_name, _, split = set_split.partition("/")
     split = split or "test"
-    run, variables, eval_step, mesh, _ = load_run(workdir)
-    pset = PreparedSet.open(Path(run.config.data.prepared) / set_name)
-    bs = -(-max(run.config.train.batch_size, 1) // jax.device_count()) * jax.device_count()
-    res = predict_split(run, variables, eval_step, mesh, pset, split, bs)
+    ev = Evaluator(workdir)
+    run = ev.run
+    res = ev.predict(ev.prepared(set_name), split)
     out = Path(out) if out else workdir / f"predictions_{set_name}_{split}.csv"
     if run.task.data_kind == "genre":
         names = run.task.label_names
-        probs = np.asarray(jax.nn.softmax(res["outputs"], axis=-1))
+        probs = softmax(res["outputs"])
         lines = ["Id,Genre," + ",".join(names)]
         lines += [f"{i},{names[int(p.argmax())]}," + ",".join(f"{v:.6f}" for v in p)
                   for i, p in zip(res["ids"], probs)]
@@ -177,40 +151,3 @@ def predict_set(workdir: str | Path, set_split: str, out: str | Path | None = No
         write_predictions(out, res["ids"], res["outputs"], run.task.label_names)
     print(f"{len(res['ids'])} predictions -> {out}")
     return out
-
-
-# --- CLI: one module, four commands (see COMMANDS in jaxmusic/cli.py) ----------------------
-
-ACCEPTS_EXTRA = True
-
-
-def add_arguments(parser, command: str) -> None:
-    if command == "predict-set":
-        parser.add_argument("--workdir", required=True)
-        parser.add_argument("--set", required=True, help="<prepared set>/<split>, e.g. "
-                            "multitask_dataset/test")
-        parser.add_argument("--out", help="output file (default: in the run directory)")
-        return
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--quiet", action="store_true")
-    if command == "transfer":
-        parser.add_argument("--init-from", required=True, help="a genre run directory")
-    if command == "cv":
-        parser.add_argument("--folds", type=int, default=5)
-
-
-def run(args, command: str) -> int:
-    if command == "predict-set":
-        predict_set(args.workdir, args.set, args.out)
-        return 0
-    from jaxmusic.config import load_config
-
-    config = load_config(args.config, args.extra)
-    if command == "transfer":
-        transfer(config, args.init_from, args.workdir, progress=not args.quiet)
-    elif command == "compare-multitask":
-        compare_multitask(config, args.workdir, progress=not args.quiet)
-    elif command == "cv":
-        cross_validate(config, args.folds, args.workdir, progress=not args.quiet)
-    return 0

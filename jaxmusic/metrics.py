@@ -89,3 +89,9 @@ def regression_report(targets: np.ndarray, preds: np.ndarray, names: Sequence[st
     out["spearman_mean"] = float(np.mean(list(out["spearman"].values())))
     out["count"] = int(len(targets))
     return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of ``[..., C]`` logits on the host (numerically stable)."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)

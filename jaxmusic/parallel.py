@@ -58,6 +58,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+    """K batches stacked on a leading axis ``[K, B, ...]``: each split along ``data``."""
+    return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
@@ -70,9 +75,10 @@ def local_batch_size(global_batch: int) -> int:
     return global_batch // n_proc
 
 
-def to_global(batch: dict, mesh: Mesh) -> dict:
-    """Process-local numpy batch -> global arrays sharded on the data axis."""
-    sharding = batch_sharding(mesh)
+def to_global(batch: dict, mesh: Mesh, stacked: bool = False) -> dict:
+    """Process-local numpy batch -> global arrays sharded on the data axis
+    (``stacked``: ``[K, B, ...]`` batches, split along their second axis)."""
+    sharding = stacked_batch_sharding(mesh) if stacked else batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v)
             for k, v in batch.items() if v.dtype != object}
 

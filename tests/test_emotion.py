@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxmusic import checkpoint, experiments, tasks
+from jaxmusic import checkpoint, experiments, parallel, runs, steps, tasks
 from jaxmusic.config import base_config
 from jaxmusic.data import lab
 from jaxmusic.data.pipeline import PreparedSet
@@ -102,27 +102,24 @@ def _mt_config(prepared):
 
 
 def test_transfer_copies_backbone_and_initialises_a_fresh_head(genre_run, tiny_prepared, tmp_path):
-    cfg = experiments.match_source_run(_mt_config(tiny_prepared), genre_run)
+    cfg = runs.match_source_run(_mt_config(tiny_prepared), genre_run)
     cfg.train.init_from = str(genre_run)
     cfg.train.epochs = 0  # initialise only
-    from jaxmusic import parallel
-    from jaxmusic.train import build_run, init_state
-
-    run = build_run(cfg)
-    state = init_state(run, parallel.make_mesh(), steps_per_epoch=1)
+    run = runs.build_run(cfg)
+    state = steps.init_state(run, parallel.make_mesh(), steps_per_epoch=1)
     src = checkpoint.load_params(genre_run, "best")
     for (p, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(src["backbone"]),
                               jax.tree_util.tree_leaves_with_path(jax.device_get(state.params["backbone"]))):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(p))
     cfg.train.init_from = ""
-    fresh = init_state(build_run(cfg), parallel.make_mesh(), steps_per_epoch=1)
+    fresh = steps.init_state(runs.build_run(cfg), parallel.make_mesh(), steps_per_epoch=1)
     jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(fresh.params["head"]),
                            jax.device_get(state.params["head"]))  # the head is as from scratch
     assert set(state.params["head"]) == {f"task_{i}" for i in range(3)}
 
 
 def test_frozen_backbone_is_bit_identical_after_fine_tuning(genre_run, tiny_prepared, tmp_path):
-    cfg = experiments.match_source_run(_mt_config(tiny_prepared), genre_run)
+    cfg = runs.match_source_run(_mt_config(tiny_prepared), genre_run)
     cfg.train.init_from = str(genre_run)
     cfg.train.freeze_backbone = True
     train(cfg, tmp_path / "frozen", progress=False)

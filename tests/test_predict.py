@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxmusic import predict
+from jaxmusic.runs import LoadedRun
 from jaxmusic.data import lab
 from jaxmusic.train import train
 from tests import audio_fixtures as af
@@ -30,7 +31,7 @@ def test_long_song_is_the_mean_of_its_30s_windows(runs, tmp_path):
     song = af.write_audio(tmp_path / "song.wav", y, sr)
     parts = [af.write_audio(tmp_path / "a.wav", y[: 30 * sr], sr),
              af.write_audio(tmp_path / "b.wav", y[30 * sr:], sr)]
-    genre, emotion = predict.LoadedRun(runs / "genre"), predict.LoadedRun(runs / "emotion")
+    genre, emotion = LoadedRun(runs / "genre"), LoadedRun(runs / "emotion")
     whole = predict.predict_file(song, genre, emotion, top_k=10)
     assert whole["windows"] == 2
     each = [predict.predict_file(p, genre, emotion, top_k=10) for p in parts]

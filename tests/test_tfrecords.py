@@ -46,8 +46,7 @@ def test_manifest_counts_and_merge(prepared):
 def test_round_trip_bit_exact_float32(prepared):
     root, written, m, *_ = prepared
     pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
-    cfg = pipeline.PipelineConfig(batch_size=7, max_length=m["max_length"], view="fused",
-                                  normalize=False)
+    cfg = pipeline.PipelineConfig(batch_size=7, max_length=m["max_length"], view="fused")
     got = _eval_all(pset, "test", cfg)
     mask = got["mask"]
     assert mask.sum() == m["splits"]["test"]["count"]
@@ -67,7 +66,7 @@ def test_round_trip_bit_exact_float32(prepared):
 def test_float16_view_and_crop(prepared):
     root, _, _, mt_written, mt_targets = prepared
     pset = pipeline.PreparedSet.open(root / "out" / "multitask_dataset")
-    cfg = pipeline.PipelineConfig(batch_size=4, max_length=35, view="chroma", normalize=False)
+    cfg = pipeline.PipelineConfig(batch_size=4, max_length=35, view="chroma")
     got = _eval_all(pset, "validation", cfg)
     for row in np.flatnonzero(got["mask"]):
         clip_id = got["id"][row].decode()
@@ -246,7 +245,7 @@ def test_standardisation_uses_train_statistics(prepared):
     root, written, m, *_ = prepared
     pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
     train_ids = set()
-    for b in pipeline.eval_batches(pset, "train", pipeline.PipelineConfig(8, 70, normalize=False)):
+    for b in pipeline.eval_batches(pset, "train", pipeline.PipelineConfig(8, 70)):
         train_ids |= {i.decode() for i in b["id"][b["mask"]]}
     frames = np.concatenate([written["train"][i] for i in sorted(train_ids)]).astype(np.float64)
     mean, std = frames.mean(0), frames.std(0)

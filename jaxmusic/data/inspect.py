@@ -7,7 +7,6 @@ class before and after the 20 -> 10 merge.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -75,56 +74,3 @@ def plot_merge_histogram(summary: dict, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("path", help="a lab set folder, or a prepared folder (with manifest.json)")
-    parser.add_argument("--plot", help="write the class histograms before/after the merge here "
-                        "(default: <path>/class_histogram.png for genre sets)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--quiet", action="store_true")
-
-
-def run(args) -> int:
-    path = Path(args.path)
-    if (path / "manifest.json").exists():
-        from jaxmusic.data.tfrecords import read_manifest
-
-        m = read_manifest(path)
-        summary = {"set": m["set"], "kind": m["kind"], "prepared": True, "view": m["view"],
-                   "dtype": m["dtype"], "max_length": m["max_length"],
-                   "splits": {s: {"clips": v["count"], "length": v["length"],
-                                  "per_class": v["per_class"], "shards": len(v["shards"])}
-                              for s, v in m["splits"].items()},
-                   "skipped": len(m["skipped"]), "class_merge": m["class_merge"]}
-    else:
-        summary = summarise_lab_set(path, progress=not args.quiet)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        _print_summary(summary)
-    if summary["kind"] == "genre":
-        plot = Path(args.plot) if args.plot else path / "class_histogram.png"
-        plot_merge_histogram(summary, plot)
-        print(f"class histogram: {plot}")
-    return 0
-
-
-def _print_summary(summary: dict) -> None:
-    print(f"{summary['set']} ({summary['kind']}{', prepared' if summary.get('prepared') else ''})")
-    for split, s in summary["splits"].items():
-        if "clips" not in s:
-            continue
-        ln = s["length"]
-        print(f"  {split:<10} {s['clips']:>6} clips  frames min {ln['min']} median "
-              f"{ln['median']:g} max {ln['max']}")
-        if s.get("example_file_shape"):
-            views = ", ".join(f"{v} (T, {n})" for v, n in s["views"].items())
-            print(f"             file shape {tuple(s['example_file_shape'])}; views: {views}")
-        if s.get("per_class"):
-            print("             classes: " + ", ".join(f"{k} {v}" for k, v in s["per_class"].items()))
-    for split, merge in (summary.get("class_merge") or {}).items():
-        before = ", ".join(f"{k} {v}" for k, v in merge["before"].items())
-        print(f"  {split}_labels.txt genre strings: {before}")
-        print("             after the merge: " + ", ".join(f"{k} {v}" for k, v in merge["after"].items())
-              + f"; dropped by the merge: {merge['dropped_by_merge']['count']}")

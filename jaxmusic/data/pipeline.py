@@ -69,6 +69,12 @@ class PreparedSet:
         lo, hi = views[view]
         return lo, hi
 
+    def train_statistics(self, view: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-feature mean and standard deviation of the training split, for ``view``."""
+        lo, hi = self.view_columns(view)
+        stats = self._split("train")
+        return tuple(stats["feature_mean"][lo:hi]), tuple(stats["feature_std"][lo:hi])
+
     def has_split(self, split: str) -> bool:
         return split in self.manifest["splits"]
 
@@ -119,7 +125,10 @@ class PipelineConfig:
     bucket_boundaries: tuple[int, ...] = ()  # optional length buckets (training)
     prefetch: int = 2
     parallel_reads: int = 4
-    normalize: bool = True           # standardise with the train split's feature mean/std
+    # Standardisation statistics of the view's columns (a run's training split, from its
+    # run.json or, for a new run, the manifest); None: features are read as stored.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     cache: bool = False              # training: decode the split once into memory, then index it
 
 
@@ -131,19 +140,21 @@ def _decode_fn(pset: PreparedSet, cfg: PipelineConfig, pad: bool):
     lo, hi = pset.view_columns(cfg.view)
     stored = pset.manifest["num_features"]
     max_len = cfg.max_length
-    if cfg.normalize:
-        stats = pset.manifest["splits"]["train"]
-        mean = tf.constant(stats["feature_mean"][lo:hi], tf.float32)
+    normalize = cfg.mean is not None
+    if normalize:
+        if len(cfg.mean) != hi - lo or len(cfg.std) != hi - lo:
+            raise ValueError(f"standardisation statistics have {len(cfg.mean)} features, "
+                             f"view {cfg.view!r} of {pset.dir} has {hi - lo}")
+        mean = tf.constant(cfg.mean, tf.float32)
         # Constant features (std 0) are only centred.
-        std = tf.constant([s if s > 1e-6 else 1.0 for s in stats["feature_std"][lo:hi]],
-                          tf.float32)
+        std = tf.constant([s if s > 1e-6 else 1.0 for s in cfg.std], tf.float32)
 
     def decode(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
         feats = tf.io.decode_raw(ex["features"], dtype, little_endian=True)
         feats = tf.reshape(feats, [-1, stored])[:max_len, lo:hi]
         feats = tf.cast(feats, tf.float32)
-        if cfg.normalize:
+        if normalize:
             feats = (feats - mean) / std  # valid frames only: padding below stays zero
         length = tf.shape(feats)[0]
         if pad:
@@ -267,7 +278,7 @@ def resolve_cache(setting, pset: PreparedSet, split: str, view: str, max_length:
 def _cached_split(pset: PreparedSet, split: str, cfg: PipelineConfig, process_index: int,
                   process_count: int) -> dict:
     """This process's clips of ``split``, decoded, standardised and padded once (kept per process)."""
-    what = (str(pset.dir), split, process_count, cfg.view, cfg.max_length, cfg.normalize)
+    what = (str(pset.dir), split, process_count, cfg.view, cfg.max_length, cfg.mean, cfg.std)
     key = (what, process_index)  # one entry per input stream of this process
     if key not in _CACHE:
         read = dataclasses.replace(cfg, batch_size=256, cache=False)

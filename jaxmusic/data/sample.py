@@ -51,7 +51,6 @@ writes them in any order with byte-identical results.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import dataclasses
@@ -1167,29 +1166,3 @@ def generate(out_dir: str | os.PathLike, size: str = "small", seed: int = 0,
     summary = dict(summary, out=str(out), seconds=round(time.perf_counter() - t0, 2),
                    workers=workers)
     return summary
-
-
-# --- command line ----------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", help="output folder (the lab's data/ root)")
-    parser.add_argument("--size", choices=SIZES, default="small",
-                        help="tiny: ~200+80 clips for tests; small: demo (~1000); full: real counts")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="processes (default: 1 for tiny, else up to 2)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing set folders not written by sample-data")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    s = generate(args.out, size=args.size, seed=args.seed, progress=not args.quiet,
-                 workers=args.workers, overwrite=args.overwrite)
-    print(f"wrote sample data ({s['size']}, seed {s['seed']}) to {s['out']} "
-          f"in {s['seconds']:.1f} s ({s['workers']} worker{'s' if s['workers'] != 1 else ''})")
-    for name, splits in s["sets"].items():
-        print(f"  {name:<30} " + "  ".join(f"{k} {v:>5}" for k, v in splits.items()))
-    print(f"  {'answers/':<30} multitask_test_labels.txt, clips.csv, summary.json")
-    return 0

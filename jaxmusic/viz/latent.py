@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmusic.evaluate import Evaluator
 from jaxmusic.viz import use_agg
 
 METHODS = ("pca", "tsne", "umap")
@@ -39,22 +40,12 @@ def extract(workdir: str | Path, split: str = "test", set_name: str | None = Non
             batch_size: int | None = None) -> dict:
     """The latent vector of every clip of ``split`` (of the run's own prepared set,
     or of ``set_name`` under the same prepared root), from the best checkpoint."""
-    import jax
-
-    from jaxmusic.data.pipeline import PreparedSet
-    from jaxmusic.evaluate import load_run
-    from jaxmusic.train import predict_split
-
-    workdir = Path(workdir)
-    run, variables, eval_step, mesh, meta = load_run(workdir)
-    pset = run.pset
-    if set_name and set_name != pset.name:
-        pset = PreparedSet.open(Path(run.config.data.prepared) / set_name)
+    ev = Evaluator(workdir)
+    run, meta = ev.run, ev.meta
+    pset = ev.prepared(set_name or run.record["set"])
     if not pset.has_split(split):
         raise ValueError(f"{pset.name} has no {split!r} split")
-    bs = batch_size or max(run.config.train.batch_size, jax.device_count())
-    bs = -(-bs // jax.device_count()) * jax.device_count()
-    res = predict_split(run, variables, eval_step, mesh, pset, split, bs, with_latent=True)
+    res = ev.predict(pset, split, batch_size, with_latent=True)
     return {"ids": np.asarray(res["ids"], dtype=str), "latent": np.asarray(res["latent"]),
             "labels": np.asarray(res["truth"]),
             "label_names": np.asarray(run.task.label_names, dtype=str),
@@ -248,62 +239,3 @@ def run_name(workdir: Path) -> str:
         if model and model not in workdir.name:
             return f"{workdir.name} ({model})"
     return Path(workdir).name
-
-
-# --- command line ------------------------------------------------------------------------------
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--workdir", action="append", required=True,
-                        help="a run directory (repeat to compare runs side by side)")
-    parser.add_argument("--split", "--set", dest="split", default="test",
-                        help="split to embed: test (default), validation or train")
-    parser.add_argument("--prepared-set", help="embed this prepared set (under the run's "
-                        "data.prepared root) instead of the run's own, e.g. its beat twin")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated, from pca,tsne,umap (default all)")
-    parser.add_argument("--out", help="the side-by-side figure (rows: runs); default with "
-                        "several runs: latent_<split>.png beside the first run directory")
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse a run's saved latent_<set>_<split>.npz if present")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args) -> int:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise SystemExit(f"jaxmusic embed: --methods takes {','.join(METHODS)}, got {args.methods}")
-    note = ""
-    if "umap" in methods and not umap_available():
-        methods.remove("umap")
-        note = "UMAP left out: umap-learn is not installed (pip install 'jaxmusic[viz]')"
-        print(f"embed: {note}")
-    rows = []
-    for wd in map(Path, args.workdir):
-        emb = None
-        if args.reuse:
-            cfg = json.loads((wd / "config.json").read_text(encoding="utf-8"))
-            cached = npz_path(wd, args.prepared_set or cfg["data"]["set"], args.split)
-            if cached.exists():
-                emb = load(cached)
-                print(f"{wd}: reusing {cached}")
-        if emb is None:
-            emb = extract(wd, args.split, args.prepared_set, args.batch_size)
-            print(f"{wd}: {len(emb['latent'])} clips of {emb['set']}/{args.split}, "
-                  f"latent size {emb['latent'].shape[1]} -> {save(wd, emb)}")
-        row = {"name": run_name(wd), "emb": emb, "maps": compute_maps(emb, methods, args.seed)}
-        rows.append(row)
-        stem = wd / f"latent_{emb['set']}_{emb['split']}"
-        plot_maps([row], stem.with_suffix(".png"), note)
-        stem.with_suffix(".json").write_text(json.dumps(scores_json([row]), indent=2) + "\n")
-        for m, v in row["maps"].items():
-            print(f"  {METHOD_TITLES[m]:<6} silhouette latent {fmt_score(v['silhouette_latent'])}"
-                  f", 2-D {fmt_score(v['silhouette_map'])}")
-        print(f"  map: {stem.with_suffix('.png')}")
-    if len(rows) > 1 or args.out:
-        out = Path(args.out) if args.out else Path(args.workdir[0]).parent / f"latent_{args.split}.png"
-        plot_maps(rows, out, note)
-        out.with_suffix(".json").write_text(json.dumps(scores_json(rows), indent=2) + "\n")
-        print(f"side by side: {out}")
-    return 0

@@ -470,25 +470,3 @@ def build_report(runs_dir: str | Path, bench: str | Path | None = None,
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
             + "\n".join(b for b in body if b) + "\n</main>\n</body>\n</html>\n")
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("runs_dir", metavar="RUNS_DIR", help="folder holding run directories")
-    parser.add_argument("--out", default="report.html", help="the HTML file (default report.html)")
-    parser.add_argument("--bench", default="benchmarks",
-                        help="benchmark folder with results.json and PNGs (default ./benchmarks; "
-                        "skipped when missing)")
-    parser.add_argument("--title", help="page title")
-
-
-def run(args) -> int:
-    root = Path(args.runs_dir)
-    if not root.is_dir():
-        raise SystemExit(f"jaxmusic report: {root} is not a folder")
-    page = build_report(root, args.bench, args.title)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    n = len(find_runs(root))
-    print(f"report: {out} ({n} run{'s' if n != 1 else ''}, {len(page) / 1e6:.1f} MB)")
-    return 0

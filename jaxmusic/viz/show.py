@@ -22,7 +22,7 @@ from pathlib import Path
 
 from jaxmusic.data import lab
 # The lab's feature recipe: frames are hops of 512 samples at 22050 Hz.
-from jaxmusic.features import HOP_LENGTH, SAMPLE_RATE
+from jaxmusic.recipe import HOP_LENGTH, SAMPLE_RATE
 from jaxmusic.viz import use_agg
 
 MEL_DB_RANGE = (-80.0, 0.0)  # power_to_db(ref=np.max), top_db 80
@@ -161,31 +161,3 @@ def merge_summary(set_dir: Path) -> dict:
     return {"set": set_dir.name,
             "class_merge": {split: lab.merge_counts(lab.read_labels(set_dir, split), cmap)
                             for split in lab.SPLITS}}
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("data_dir", metavar="DATA_DIR",
-                        help="the lab root (holding the sets), or a genre set folder")
-    parser.add_argument("--set", dest="set_name", default=None,
-                        help="genre set under DATA_DIR (default fma_genre_spectrograms)")
-    parser.add_argument("--split", default="train", choices=lab.SPLITS)
-    parser.add_argument("--ids", nargs=2, metavar="ID", help="the two clip ids to show")
-    parser.add_argument("--out", help="folder for the PNGs (default DATA_DIR/figures)")
-    parser.add_argument("--sr", type=int, default=SAMPLE_RATE, help="sample rate of the features")
-    parser.add_argument("--hop", type=int, default=HOP_LENGTH, help="hop length of the features")
-
-
-def run(args) -> int:
-    data_dir = Path(args.data_dir)
-    out = Path(args.out) if args.out else data_dir / "figures"
-    full, beat = find_sets(data_dir, args.set_name)
-    clips = choose_clips(full, beat, args.split, args.ids)
-    for line in shape_lines(clips):
-        print(line)
-    spectro = plot_spectrograms(clips, out / "spectrograms.png", args.sr, args.hop)
-    print(f"spectrograms: {spectro}")
-    from jaxmusic.data.inspect import plot_merge_histogram
-
-    hist = plot_merge_histogram(merge_summary(full), out / "class_histogram.png")
-    print(f"class histogram: {hist}")
-    return 0

@@ -1,7 +1,8 @@
-"""The ``jaxmusic`` command line.
+"""The ``jaxmusic`` command line: the only place that parses arguments.
 
-Each subcommand lives in the module that owns its work; this file only maps
-names to ``module:add_arguments`` / ``module:run`` pairs and imports lazily, so
+Each command group has a module here (``jaxmusic/cli/<group>.py``) defining
+``add_arguments(parser, command)`` and ``run(args, command) -> int``; it calls
+into the library, which holds no argparse. Modules are imported lazily, so
 ``jaxmusic --help`` stays fast and a command pulls in only what it needs.
 """
 
@@ -12,24 +13,26 @@ import importlib
 import os
 import sys
 
-# name -> (module, one-line help). Each module defines add_arguments(parser)
-# and run(args) -> int.
+from jaxmusic.config import ConfigError
+from jaxmusic.data.lab import DatasetError
+
+# name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sample-data": ("jaxmusic.data.sample", "write the embedded sample dataset in the lab layout"),
-    "prepare": ("jaxmusic.data.tfrecords", "convert a lab set to sharded TFRecords + manifest"),
-    "inspect": ("jaxmusic.data.inspect", "counts, shapes, lengths and class histograms of a set"),
-    "train": ("jaxmusic.train", "train a model from a config (then evaluate it)"),
-    "evaluate": ("jaxmusic.evaluate", "score a run's best checkpoint; write metrics and tables"),
-    "show": ("jaxmusic.viz.show", "spectrograms of two clips (mel, chroma, full and beat) and class histograms"),
-    "embed": ("jaxmusic.viz.latent", "latent space of runs: PCA / t-SNE / UMAP maps with silhouette scores"),
-    "report": ("jaxmusic.viz.report", "one self-contained HTML page with every run, table and picture"),
-    "features": ("jaxmusic.features", "audio collections -> the lab layout (librosa recipe)"),
-    "bench": ("benchmarks.run", "JAX vs PyTorch throughput benchmark (run from the repository root)"),
-    "predict": ("jaxmusic.predict", "genre (and emotion) of audio files from trained runs"),
-    "transfer": ("jaxmusic.experiments", "emotion model: scratch vs fine-tuned vs frozen genre backbone"),
-    "compare-multitask": ("jaxmusic.experiments", "multitask model vs one single-axis model per axis"),
-    "cv": ("jaxmusic.experiments", "k-fold cross-validation of a config"),
-    "predict-set": ("jaxmusic.experiments", "predictions for a prepared split, in the lab's format"),
+    "sample-data": ("jaxmusic.cli.data", "write the embedded sample dataset in the lab layout"),
+    "prepare": ("jaxmusic.cli.data", "convert a lab set to sharded TFRecords + manifest"),
+    "inspect": ("jaxmusic.cli.data", "counts, shapes, lengths and class histograms of a set"),
+    "features": ("jaxmusic.cli.features", "audio collections -> the lab layout (librosa recipe)"),
+    "train": ("jaxmusic.cli.train", "train a model from a config (then evaluate it)"),
+    "evaluate": ("jaxmusic.cli.train", "score a run's best checkpoint; write metrics and tables"),
+    "predict": ("jaxmusic.cli.predict", "genre (and emotion) of audio files from trained runs"),
+    "transfer": ("jaxmusic.cli.experiments", "emotion model: scratch vs fine-tuned vs frozen genre backbone"),
+    "compare-multitask": ("jaxmusic.cli.experiments", "multitask model vs one single-axis model per axis"),
+    "cv": ("jaxmusic.cli.experiments", "k-fold cross-validation of a config"),
+    "predict-set": ("jaxmusic.cli.experiments", "predictions for a prepared split, in the lab's format"),
+    "show": ("jaxmusic.cli.viz", "spectrograms of two clips (mel, chroma, full and beat) and class histograms"),
+    "embed": ("jaxmusic.cli.viz", "latent space of runs: PCA / t-SNE / UMAP maps with silhouette scores"),
+    "report": ("jaxmusic.cli.viz", "one self-contained HTML page with every run, table and picture"),
+    "bench": ("jaxmusic.cli.bench", "JAX vs PyTorch throughput benchmark (run from the repository root)"),
 }
 
 
@@ -87,22 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # Build only the subparser that is asked for: importing every command module
     # would import jax and tensorflow for `jaxmusic --help`.
     if argv and argv[0] in COMMANDS:
-        module_name, help_text = COMMANDS[argv[0]]
-        module = importlib.import_module(module_name)
-        parser = argparse.ArgumentParser(prog=f"jaxmusic {argv[0]}", description=help_text)
-        # A module serving several commands takes the command's name.
-        multi = getattr(module, "MULTI_COMMAND", False)
-        module.add_arguments(parser, argv[0]) if multi else module.add_arguments(parser)
-        args, extra = parser.parse_known_args(argv[1:])
-        args.extra = extra
-        if extra and not getattr(module, "ACCEPTS_EXTRA", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        from jaxmusic.data.lab import DatasetError
-        try:
-            return int((module.run(args, argv[0]) if multi else module.run(args)) or 0)
-        except (DatasetError, FileExistsError, FileNotFoundError) as e:
-            print(f"jaxmusic {argv[0]}: error: {e}", file=sys.stderr)
-            return 2
+        return _run_command(argv[0], argv[1:])
     parser = argparse.ArgumentParser(
         prog="jaxmusic", description="Music genre and emotion models in JAX/Flax.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -116,3 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _run_command(command: str, argv: list[str]) -> int:
+    module_name, help_text = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"jaxmusic {command}", description=help_text)
+    module.add_arguments(parser, command)
+    args, extra = parser.parse_known_args(argv)
+    args.extra = extra
+    if extra and not getattr(module, "ACCEPTS_EXTRA", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(module.run(args, command) or 0)
+    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError) as e:
+        print(f"jaxmusic {command}: error: {e}", file=sys.stderr)
+        return 2

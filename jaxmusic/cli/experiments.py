@@ -1,0 +1,41 @@
+"""`jaxmusic transfer`, `compare-multitask`, `cv`, `predict-set`: the lab's comparisons."""
+
+from __future__ import annotations
+
+from jaxmusic import experiments
+from jaxmusic.config import load_config
+
+ACCEPTS_EXTRA = True  # --config.x=y overrides
+
+
+def add_arguments(parser, command: str) -> None:
+    if command == "predict-set":
+        parser.add_argument("--workdir", required=True)
+        parser.add_argument("--set", required=True, help="<prepared set>/<split>, e.g. "
+                            "multitask_dataset/test")
+        parser.add_argument("--out", help="output file (default: in the run directory)")
+        return
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--quiet", action="store_true")
+    if command == "transfer":
+        parser.add_argument("--init-from", required=True, help="a genre run directory")
+    if command == "cv":
+        parser.add_argument("--folds", type=int, default=5)
+
+
+def run(args, command: str) -> int:
+    if command == "predict-set":
+        if args.extra:
+            raise SystemExit(f"jaxmusic predict-set: error: unrecognized arguments: {' '.join(args.extra)}")
+        experiments.predict_set(args.workdir, args.set, args.out)
+        return 0
+    config = load_config(args.config, args.extra)
+    progress = not args.quiet
+    if command == "transfer":
+        experiments.transfer(config, args.init_from, args.workdir, progress=progress)
+    elif command == "compare-multitask":
+        experiments.compare_multitask(config, args.workdir, progress=progress)
+    else:
+        experiments.cross_validate(config, args.folds, args.workdir, progress=progress)
+    return 0

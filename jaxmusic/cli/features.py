@@ -1,0 +1,44 @@
+"""`jaxmusic features`: audio collections -> the lab layout."""
+
+from __future__ import annotations
+
+import sys
+
+from jaxmusic import features
+
+
+def add_arguments(parser, command: str) -> None:
+    parser.add_argument("--input", required=True,
+                        help="genre folders root, audio folder, or the clip table itself")
+    parser.add_argument("--layout", required=True, choices=features.LAYOUTS)
+    parser.add_argument("--labels", help="label/clip table (CSV or TSV with a header)")
+    parser.add_argument("--out", required=True, help="data root (the lab's data/ folder)")
+    parser.add_argument("--name", required=True,
+                        help="set name: writes <out>/<name> and <out>/<name>_beat")
+    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad file")
+    parser.add_argument("--duration", type=float,
+                        help="seconds per file from its start (shorter files are zero-padded)")
+    parser.add_argument("--window", type=float,
+                        help="cut whole files into clips of this many seconds (e.g. 30)")
+    parser.add_argument("--sample-rate", type=int, default=features.SAMPLE_RATE)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute every clip even if an earlier run wrote it")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args, command: str) -> int:
+    result = features.convert(
+        args.input, args.layout, args.out, args.name, labels=args.labels,
+        test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, strict=args.strict,
+        duration=args.duration, window=args.window, sample_rate=args.sample_rate,
+        progress=not args.no_progress, overwrite=args.overwrite)
+    print(f"{result.set_dir} and {result.beat_dir}: {result.written} clips written, "
+          f"{result.skipped} already there, {result.failed} failed, "
+          f"{len(result.problems)} problem(s) in all; report {result.report}")
+    for p in result.problems:
+        where = p.get("line") or p.get("file")
+        print(f"  problem: {where}: {p['reason']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,228 @@
+"""What one optimiser step is: the optimiser, the train state, and the jitted steps.
+
+Module-level functions the loop (``jaxmusic.train``), the evaluator and the
+benchmarks all build from, so that what is benchmarked is what trains:
+
+* :func:`make_optimizer`: optax chain (clipping, AdamW/Adam/LAMB/LARS/SGD, schedule,
+  frozen-backbone masking, gradient accumulation) and its learning-rate schedule;
+* :func:`init_state`: fresh :class:`TrainState` for a run (optionally with a
+  transferred backbone: parameters *and* batch statistics);
+* :func:`train_step_fn` / :func:`eval_step_fn`: pure step functions;
+  :func:`scan_steps` runs K train steps in one call (``train.steps_per_dispatch``);
+* :func:`compile_steps`: the jitted, sharded, donated versions over a mesh.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from flax.training import train_state
+
+from jaxmusic import checkpoint, parallel
+from jaxmusic.runs import Run
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any = None
+    rng: jax.Array = struct.field(default=None)
+
+
+@struct.dataclass
+class Variables:
+    """Parameters (and batch statistics) without an optimiser: what evaluation needs."""
+
+    params: dict
+    batch_stats: dict | None = None
+
+
+# --- optimiser ------------------------------------------------------------------------------
+
+def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+    """The schedule over optimiser updates (``steps_per_epoch`` of them per epoch)."""
+    t = config.train
+    total = max(1, steps_per_epoch * t.epochs)
+    if t.schedule == "constant":
+        lr = optax.constant_schedule(t.learning_rate)
+        if t.warmup_steps:
+            lr = optax.join_schedules(
+                [optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps), lr],
+                [t.warmup_steps])
+        return lr
+    if t.schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, t.warmup_steps,
+                                                  max(total, t.warmup_steps + 1))
+    if t.schedule == "exponential":
+        return optax.exponential_decay(t.learning_rate, steps_per_epoch * t.decay_epochs,
+                                       t.decay_rate, transition_begin=t.warmup_steps)
+    raise ValueError(f"unknown schedule {t.schedule!r} (constant, warmup_cosine, exponential)")
+
+
+def make_optimizer(config, steps_per_epoch: int, param_labels=None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """``(tx, schedule)``. ``steps_per_epoch`` counts optimiser updates; with
+    ``train.grad_accum_steps = k`` the state's step counts micro-batches, and the
+    update in force at micro-step ``s`` is ``s // k`` (:func:`learning_rate_at`)."""
+    t = config.train
+    lr = learning_rate_schedule(config, steps_per_epoch)
+    opt = {
+        "adamw": lambda: optax.adamw(lr, weight_decay=t.weight_decay),
+        "adam": lambda: optax.adam(lr),
+        "lamb": lambda: optax.lamb(lr, weight_decay=t.weight_decay),
+        "lars": lambda: optax.lars(lr, weight_decay=t.weight_decay),
+        "sgd": lambda: optax.sgd(lr, momentum=0.9),
+    }
+    if t.optimizer not in opt:
+        raise ValueError(f"unknown optimizer {t.optimizer!r} (one of {sorted(opt)})")
+    chain = [optax.clip_by_global_norm(t.clip_norm)] if t.clip_norm else []
+    tx = optax.chain(*chain, opt[t.optimizer]())
+    if param_labels is not None:
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, param_labels)
+    if t.grad_accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=t.grad_accum_steps)
+    return tx, lr
+
+
+def learning_rate_at(config, schedule: optax.Schedule, micro_step: int) -> float:
+    """The learning rate of the update that micro-step ``micro_step`` contributes to."""
+    return float(schedule(micro_step // max(1, config.train.grad_accum_steps)))
+
+
+# --- state -----------------------------------------------------------------------------------
+
+def init_variables(run: Run, seed: int) -> dict:
+    """Fresh ``{"params", "batch_stats"?}`` of the run's model."""
+    b = 2
+    feats = jnp.zeros((b, run.max_length, run.num_features), jnp.float32)
+    lengths = jnp.full((b,), run.max_length, jnp.int32)
+    rng = jax.random.PRNGKey(seed)
+    init_rng, _ = jax.random.split(rng)
+    return jax.jit(lambda r: run.model.init({"params": r, "dropout": r}, feats, lengths,
+                                            train=False))(init_rng)
+
+
+def init_state(run: Run, mesh, steps_per_epoch: int, variables: dict | None = None) -> TrainState:
+    """A replicated train state. ``steps_per_epoch`` counts optimiser updates."""
+    config = run.config
+    if variables is None:
+        variables = init_variables(run, config.train.seed)
+        if config.train.init_from:
+            variables = transfer_backbone(variables, config.train.init_from)
+    params = variables["params"]
+    labels = None
+    if config.train.freeze_backbone:
+        labels = {k: ("frozen" if k == "backbone" else "train") for k in params}
+    tx, _ = make_optimizer(config, steps_per_epoch, labels)
+    _, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
+    state = TrainState.create(apply_fn=run.model.apply, params=params, tx=tx,
+                              batch_stats=variables.get("batch_stats"), rng=state_rng)
+    return jax.device_put(state, parallel.replicated(mesh))
+
+
+def transfer_backbone(variables: dict, source_workdir: str | Path) -> dict:
+    """``variables`` with the backbone's parameters and batch statistics taken from
+    another run's best checkpoint (the head stays fresh)."""
+    src, _ = checkpoint.load_variables(source_workdir, which="best")
+    if "backbone" not in src["params"]:
+        raise ValueError(f"{source_workdir}: checkpoint has no backbone parameters")
+    out = {k: dict(v) for k, v in variables.items()}
+    for collection in ("params", "batch_stats"):
+        mine = variables.get(collection, {}).get("backbone")
+        theirs = (src.get(collection) or {}).get("backbone")
+        if mine is None and theirs is None:
+            continue
+        if (mine is None) != (theirs is None) or (
+                jax.tree_util.tree_map(np.shape, mine) != jax.tree_util.tree_map(np.shape, theirs)):
+            raise ValueError(f"{source_workdir}: backbone {collection} differ from this config's "
+                             "model (same model.* settings and data.view are needed for transfer)")
+        out[collection]["backbone"] = jax.tree_util.tree_map(jnp.asarray, theirs)
+    return out
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+def _apply(model, state, params, batch, train: bool, rng=None):
+    variables = {"params": params}
+    if state.batch_stats is not None:
+        variables["batch_stats"] = state.batch_stats
+    mutable = ["batch_stats"] if (train and state.batch_stats is not None) else False
+    out = model.apply(variables, batch["features"], batch["lengths"], train=train,
+                      rngs={"dropout": rng} if rng is not None else None, mutable=mutable)
+    return out if mutable else (out, {})
+
+
+def train_step_fn(run: Run, freeze_backbone: bool = False) -> Callable:
+    """``train_step(state, batch) -> (state, metrics)``: forward, task loss, backward,
+    optimiser update. A frozen backbone keeps its batch statistics."""
+    model, task = run.model, run.task
+
+    def train_step(state: TrainState, batch):
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            out, mutated = _apply(model, state, params, batch, True, rng)
+            loss, metrics = task.loss(params, out["output"], batch)
+            return loss, (metrics, mutated)
+
+        (loss, (metrics, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new_state = state.apply_gradients(grads=grads)
+        if mutated and not freeze_backbone:
+            new_state = new_state.replace(batch_stats=mutated["batch_stats"])
+        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                       param_norm=optax.global_norm(new_state.params))
+        return new_state, metrics
+
+    return train_step
+
+
+def scan_steps(train_step: Callable) -> Callable:
+    """``steps(state, batches) -> (state, metrics)`` over K stacked batches (leading
+    axis K) in one call, with ``lax.scan``: the same result as K calls of
+    ``train_step``; metrics come back stacked ``[K]``."""
+
+    def steps(state, batches):
+        return jax.lax.scan(train_step, state, batches)
+
+    return steps
+
+
+def eval_step_fn(run: Run) -> Callable:
+    """``eval_step(variables, batch) -> {"output", "latent", "loss"}`` (inference mode).
+    ``variables`` is a :class:`TrainState` or :class:`Variables`."""
+    model, task = run.model, run.task
+
+    def eval_step(state, batch):
+        out, _ = _apply(model, state, state.params, batch, False)
+        loss, _ = task.loss(state.params, out["output"], batch)
+        return {"output": out["output"].astype(jnp.float32),
+                "latent": out["latent"].astype(jnp.float32), "loss": loss}
+
+    return eval_step
+
+
+def compile_steps(run: Run, mesh, *, freeze_backbone: bool = False, steps_per_dispatch: int = 1):
+    """``(train_step, eval_step)`` jitted over ``mesh``: the batch split along ``data``,
+    state replicated and donated. With ``steps_per_dispatch = K > 1`` the train step
+    takes K stacked batches ``[K, B, ...]`` (see :func:`scan_steps`)."""
+    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    train = train_step_fn(run, freeze_backbone)
+    batch_sharding = data
+    if steps_per_dispatch > 1:
+        train = scan_steps(train)
+        batch_sharding = parallel.stacked_batch_sharding(mesh)
+    train_jit = jax.jit(train, in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
+                        donate_argnums=0)
+    eval_jit = jax.jit(eval_step_fn(run), in_shardings=(repl, data),
+                       out_shardings={"output": data, "latent": data, "loss": repl})
+    return train_jit, eval_jit
+
+
+def variables_on(mesh, host_variables: dict) -> Variables:
+    """Checkpoint variables (numpy trees) as replicated :class:`Variables` on ``mesh``."""
+    return jax.device_put(Variables(host_variables["params"], host_variables.get("batch_stats")),
+                          parallel.replicated(mesh))
