@@ -161,6 +161,7 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
         train_avg = {k: v / max(count, 1) for k, v in sums.items()}
         record = {"epoch": epoch + 1, "step": int(state.step), "time_s": epoch_time,
                   "samples_per_s": steps_per_epoch * micro_batch / epoch_time,
+                  "learning_rate": steps.learning_rate_at(config, schedule, int(state.step) - 1),
                   "train": train_avg}
         if has_val:
             val = evaluate_split(run, state, eval_step, mesh, run.pset, "validation",

@@ -31,6 +31,13 @@ def one_blas_thread():
     return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
+def one_thread():
+    """A context in which BLAS *and* OpenMP run on one thread (small problems, where
+    threads cost more than they give)."""
+    ctl = _blas_controller()
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1)
+
+
 def limit_blas_in_worker() -> None:
     """For a worker's initializer: one BLAS thread for the worker's whole life."""
     ctl = _blas_controller()

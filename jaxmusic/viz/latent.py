@@ -19,11 +19,13 @@ first target (valence) where it is known, and no silhouette is given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from jaxmusic import workers
 from jaxmusic.evaluate import Evaluator
 from jaxmusic.viz import use_agg
 
@@ -99,14 +101,13 @@ def embed_2d(latent: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
         return PCA(n_components=2, random_state=seed).fit_transform(latent)
     if method == "tsne":
         from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
 
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
         tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
                     random_state=seed)
         # Below a few thousand points OpenMP threads cost more than they give
         # (30x slower on a busy 2-core machine).
-        with threadpool_limits(1 if n <= 2000 else None):
+        with workers.one_thread() if n <= 2000 else contextlib.nullcontext():
             return tsne.fit_transform(latent)
     if method == "umap":
         import umap

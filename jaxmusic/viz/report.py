@@ -32,6 +32,8 @@ import math
 import re
 from pathlib import Path
 
+from jaxmusic.viz import curves
+
 BENCH_COLUMNS = ("model", "input", "batch_size", "framework", "variant", "train_samples_per_s",
                  "infer_samples_per_s", "compile_s", "peak_mem_mb", "mfu")
 GENRE_COLUMNS = (("count", "clips"), ("accuracy", "accuracy"),
@@ -183,16 +185,12 @@ class RunInfo:
 
     @property
     def selection(self) -> tuple[str, str]:
-        from jaxmusic.viz.curves import selection
-
-        return selection(self.config, self.task)
+        return curves.selection(self.config, self.task)
 
     def best_validation(self):
         """(epoch, value) of the best validation selection metric in history.json."""
-        from jaxmusic.viz.curves import best_epoch
-
         metric, mode = self.selection
-        best = best_epoch(self.history, metric, mode)
+        best = curves.best_epoch(self.history, metric, mode)
         if best is None:
             return None, None
         rec = next(h for h in self.history if h["epoch"] == best)
