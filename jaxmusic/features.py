@@ -401,7 +401,7 @@ def plan_table(root: Path, table: Path, layout: str, window: float | None = None
             targets = None
             label = None
             if multitask:
-                targets = tuple(_unit_interval(row[t], t, table, lineno) for t in lab.TARGETS)
+                targets = tuple(lab.unit_interval(row[t], t, table, lineno) for t in lab.TARGETS)
             else:
                 label = row[label_col]
                 if not label or any(ch in label for ch in "\t\r\n"):
@@ -457,16 +457,6 @@ def _seconds(text: str, name: str, table: Path, line: int) -> float:
                            file=table, line=line) from None
     if not math.isfinite(v) or v < 0:
         raise DatasetError(f"{name} {text!r} is not a time", file=table, line=line)
-    return v
-
-
-def _unit_interval(text: str, name: str, table: Path, line: int) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise DatasetError(f"{name} {text!r} is not a number", file=table, line=line) from None
-    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
-        raise DatasetError(f"{name} {text} is outside [0, 1]", file=table, line=line)
     return v
 
 

@@ -351,21 +351,24 @@ def _parse_genre_line(text: str, folder: Path, path: Path, lineno: int,
     return LabelEntry(clip_id, file, lineno, path, genre=genre, label=classes.index(genre))
 
 
+def unit_interval(text: str, name: str, path: Path, line: int) -> float:
+    """A table cell that must be a number in [0, 1] (an emotion target)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise DatasetError(f"{name} {text!r} is not a number", file=path, line=line) from None
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise DatasetError(f"{name} {text} is outside [0, 1]", file=path, line=line)
+    return v
+
+
 def _parse_multitask_line(text: str, folder: Path, path: Path, lineno: int,
                           classes: ClassMap) -> LabelEntry:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 1 + len(TARGETS):
         raise DatasetError(f"expected '{MULTITASK_HEADER}' columns, got {text!r}",
                            file=path, line=lineno)
-    values = []
-    for name, raw in zip(TARGETS, parts[1:]):
-        try:
-            v = float(raw)
-        except ValueError:
-            raise DatasetError(f"{name} {raw!r} is not a number", file=path, line=lineno) from None
-        if not math.isfinite(v) or not 0.0 <= v <= 1.0:
-            raise DatasetError(f"{name} {raw} is outside [0, 1]", file=path, line=lineno)
-        values.append(v)
+    values = [unit_interval(raw, name, path, lineno) for name, raw in zip(TARGETS, parts[1:])]
     clip_id, file = resolve_feature_file(folder, parts[0], label_file=path, line=lineno)
     return LabelEntry(clip_id, file, lineno, path, targets=tuple(values))
 
