@@ -251,7 +251,8 @@ def test_standardisation_uses_train_statistics(prepared):
     mean, std = frames.mean(0), frames.std(0)
     np.testing.assert_allclose(m["splits"]["train"]["feature_mean"], mean, atol=1e-5)
     np.testing.assert_allclose(m["splits"]["train"]["feature_std"], std, rtol=1e-5)
-    got = _eval_all(pset, "test", pipeline.PipelineConfig(8, 70, view="mel"))
+    mel_mean, mel_std = pset.train_statistics("mel")
+    got = _eval_all(pset, "test", pipeline.PipelineConfig(8, 70, view="mel", mean=mel_mean, std=mel_std))
     row = int(np.flatnonzero(got["mask"])[0])
     raw = written["test"][got["id"][row].decode()][:70, :128]
     n = len(raw)

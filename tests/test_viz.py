@@ -7,7 +7,6 @@ extraction (skipped when the models cannot be imported).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxmusic import cli
 from jaxmusic.data import lab
 from jaxmusic.viz import curves, latent, report, show, use_agg
 from tests.conftest import GENRES_FOR_TESTS, write_genre_set
@@ -43,10 +43,9 @@ def expected_pixels(figsize, dpi) -> tuple[int, int]:
     return round(figsize[0] * dpi), round(figsize[1] * dpi)
 
 
-def parse_args(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return parser.parse_args([str(a) for a in argv])
+def command(name: str, argv) -> int:
+    """``jaxmusic NAME ARGV...`` in this process."""
+    return cli.main([name, *map(str, argv)])
 
 
 def small_png(path: Path, seed: int = 0, size=(3.0, 2.0)) -> Path:
@@ -170,7 +169,7 @@ def test_show_draws_two_genres_in_four_views_and_the_histograms(tmp_path, capsys
                            lengths=(300, 400), seed=0)
     beat = write_genre_set(root, "fma_genre_spectrograms_beat", n_train=12, n_test=6,
                            lengths=(20, 40), seed=1)
-    assert show.run(parse_args(show, [root, "--out", tmp_path / "fig"])) == 0
+    assert command("show", [root, "--out", tmp_path / "fig"]) == 0
     printed = capsys.readouterr().out
     spectro, hist = tmp_path / "fig" / "spectrograms.png", tmp_path / "fig" / "class_histogram.png"
     assert png_size(spectro) == expected_pixels(show.SPECTROGRAM_FIGSIZE, show.DPI)
@@ -274,7 +273,7 @@ def test_embed_command_reuses_saved_latents_and_compares_runs(tmp_path, capsys):
     argv = ["--reuse", "--methods", "pca,tsne"]
     for wd in wds:
         argv += ["--workdir", wd]
-    assert latent.run(parse_args(latent, argv)) == 0
+    assert command("embed", argv) == 0
     out = capsys.readouterr().out
     for wd, emb in zip(wds, embs):
         assert f"reusing {wd / 'latent_fma_genre_spectrograms_test.npz'}" in out
@@ -319,7 +318,7 @@ def test_latent_of_a_real_tiny_run_has_one_row_per_clip(tmp_path):
                          [f"--config.data.prepared={prepared}", "--config.train.epochs=1"])
     result = train(config, tmp_path / "run", progress=False)
     wd = tmp_path / "run"
-    assert latent.run(parse_args(latent, ["--workdir", wd, "--methods", "pca"])) == 0
+    assert command("embed", ["--workdir", wd, "--methods", "pca"]) == 0
     emb = latent.load(wd / f"latent_{name}_test.npz")
     backbone = result["run"].model.backbone
     classes = list(emb["label_names"])
@@ -410,7 +409,7 @@ def build_runs(tmp_path) -> tuple[Path, Path, list[Path]]:
 def test_report_holds_every_run_table_and_picture(tmp_path):
     runs, bench, wds = build_runs(tmp_path)
     out = tmp_path / "report.html"
-    assert report.run(parse_args(report, [runs, "--out", out, "--bench", bench])) == 0
+    assert command("report", [runs, "--out", out, "--bench", bench]) == 0
     page = out.read_text(encoding="utf-8")
     checker = _Checker()
     checker.feed(page)
