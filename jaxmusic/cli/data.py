@@ -15,7 +15,7 @@ def add_arguments(parser, command: str) -> None:
                             help="tiny: ~200+80 clips for tests; small: demo (~1000); full: real counts")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--workers", type=int, default=None,
-                            help="processes (default: 1 for tiny, else up to 2)")
+                            help="processes (default: up to 2; the output is the same for any number)")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace existing set folders not written by sample-data")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
