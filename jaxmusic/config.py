@@ -38,7 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_sets = ()          # extra prepared sets to test on ((): the twin full/beat set)
     c.data.normalize = True        # standardise features with the train split's mean/std
     c.data.cache = "auto"          # training split decoded into memory once and indexed each epoch:
-                                   # true | false | "auto" (when it takes <= 25% of free memory)
+                                   # true | false | "auto" (when it takes <= 25% of free memory);
+                                   # the batches are the same either way
     c.data.shuffle_buffer = 1024
     c.data.bucket_boundaries = ()  # optional length buckets for training
     c.data.readers = 0             # input streams per global batch (0: one per process);
