@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from jaxmusic.data import lab
-from jaxmusic.data.tfrecords import feature_spec, read_manifest
+from jaxmusic.data.tfrecords import feature_spec, read_manifest, verify_shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +43,14 @@ class PreparedSet:
     manifest: dict
 
     @classmethod
-    def open(cls, path: str | Path) -> "PreparedSet":
+    def open(cls, path: str | Path, verify: str = "auto") -> "PreparedSet":
+        """Read the manifest and check the shards against it (``verify``: "auto" = sizes
+        on every open, sha256 on the first one after a change; "sha256" = sha256 now;
+        see :func:`jaxmusic.data.tfrecords.verify_shards`)."""
         path = Path(path)
-        return cls(path, read_manifest(path))
+        manifest = read_manifest(path)
+        verify_shards(path, manifest, verify)
+        return cls(path, manifest)
 
     @property
     def name(self) -> str:
