@@ -431,3 +431,30 @@ def test_build_run_verifies_as_data_verify_says(small_set):
     config.data.verify = "sha256"
     with pytest.raises(lab.DatasetError, match="shard sha256 is"):
         runs.build_run(config)
+
+
+def test_verify_flags_of_train_and_evaluate(small_set, tmp_path, capsys):
+    """`--verify` makes train and evaluate hash the shards: same-size damage behind an
+    unchanged modification time, which the default check lets through, stops both with
+    one line naming the shard (before any training or checkpoint reading)."""
+    from jaxmusic import cli, runs
+    from jaxmusic.config import base_config, save_config
+
+    shard = _shards(small_set)[0]["file"]
+    _flip_a_byte(small_set / shard, keep_mtime=True)
+    where = [f"--config.data.prepared={small_set.parent}", f"--config.data.set={small_set.name}"]
+    assert cli.main(["train", "--config", "configs/tiny/lstm.py", "--workdir", str(tmp_path / "run"),
+                     "--verify", "--quiet", "--no-evaluate"] + where) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and shard in err[0] and "shard sha256 is" in err[0]
+    assert not (tmp_path / "run" / runs.CONFIG_FILE).exists()
+    # a run directory whose set was damaged after training
+    config = base_config()
+    config.data.prepared, config.data.set = str(small_set.parent), small_set.name
+    workdir = tmp_path / "trained"
+    workdir.mkdir()
+    save_config(config, workdir / runs.CONFIG_FILE)
+    runs.write_record(workdir, runs.build_run(config).record)
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--verify", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and shard in err[0] and "shard sha256 is" in err[0]
