@@ -205,10 +205,10 @@ def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: 
     if cfg.cache:
         yield from _cached_train_batches(pset, split, cfg, epoch, process_index, process_count, steps)
         return
-    files = tf.constant([str(pset.dir / s["file"])
-                         for s in pset.shards(split, process_index, process_count)])
-    ds = _epoch_order(lambda shard: tf.data.TFRecordDataset(tf.gather(files, shard)),
-                      len(pset.shards(split, process_index, process_count)), cfg, epoch, process_index)
+    shards = pset.shards(split, process_index, process_count)
+    files = tf.constant([str(pset.dir / s["file"]) for s in shards])
+    ds = _epoch_order(lambda i: tf.data.TFRecordDataset(tf.gather(files, i)), len(shards), cfg,
+                      epoch, process_index)
     if cfg.bucket_boundaries:
         ds = ds.map(_decode_fn(pset, cfg, pad=False), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
