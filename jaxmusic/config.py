@@ -38,9 +38,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.eval_sets = ()          # extra prepared sets to test on ((): the twin full/beat set)
     c.data.normalize = True        # standardise features with the train split's mean/std
     c.data.cache = "auto"          # training split decoded into memory once and indexed each epoch:
-                                   # true | false | "auto" (when it takes <= 25% of free memory)
+                                   # true | false | "auto" (when it takes <= 25% of free memory);
+                                   # the batches are the same either way
     c.data.shuffle_buffer = 1024
     c.data.bucket_boundaries = ()  # optional length buckets for training
+    c.data.verify = "auto"         # shard checks when a prepared set is opened: "auto" = byte sizes
+                                   # every time + sha256 on the first open after the shards changed
+                                   # (a stamp next to manifest.json remembers it); "sha256" = every
+                                   # open (`--verify` on train/evaluate/inspect)
     c.data.readers = 0             # input streams per global batch (0: one per process);
                                    # fix it to make batches independent of the topology
     c.data.targets = ("valence", "energy", "danceability")  # regression axes used

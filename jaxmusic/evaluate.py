@@ -79,11 +79,14 @@ class Evaluator:
     """A run's best (or latest) checkpoint on this process's devices, with its
     compiled eval step: scores or predicts any prepared split."""
 
-    def __init__(self, workdir: str | Path, which: str = "best"):
+    def __init__(self, workdir: str | Path, which: str = "best", verify: str | None = None):
         self.workdir = Path(workdir)
         self.mesh = parallel.make_mesh()
         self.run, host_vars, self.meta = runs.load_run(workdir, which,
-                                                       sharding=parallel.replicated(self.mesh))
+                                                       sharding=parallel.replicated(self.mesh),
+                                                       verify=verify)
+        # shard check of every prepared set opened here (default: the run's data.verify)
+        self.verify = verify or self.run.config.data.get("verify", "auto")
         self.variables = steps.variables_on(self.mesh, host_vars)
         _, self.eval_step = steps.compile_steps(self.run, self.mesh)
 
@@ -92,7 +95,7 @@ class Evaluator:
         return -(-bs // jax.device_count()) * jax.device_count()
 
     def prepared(self, name: str) -> PreparedSet:
-        return PreparedSet.open(Path(self.run.config.data.prepared) / name)
+        return PreparedSet.open(Path(self.run.config.data.prepared) / name, verify=self.verify)
 
     def predict(self, pset: PreparedSet, split: str, batch_size: int | None = None,
                 with_latent: bool = False) -> dict:
@@ -109,9 +112,9 @@ class Evaluator:
 # --- a run's reports ------------------------------------------------------------------------
 
 def evaluate_run(workdir: str | Path, sets: list[str] | None = None, progress: bool = True,
-                 batch_size: int | None = None) -> dict:
+                 batch_size: int | None = None, verify: str | None = None) -> dict:
     workdir = Path(workdir)
-    ev = Evaluator(workdir)
+    ev = Evaluator(workdir, verify=verify)
     run, config = ev.run, ev.run.config
     prepared_root = Path(config.data.prepared)
     own = run.record["set"]
@@ -129,7 +132,7 @@ def evaluate_run(workdir: str | Path, sets: list[str] | None = None, progress: b
                 if progress:
                     print(f"evaluate: {name} is not prepared under {prepared_root}; skipped")
                 continue
-            pset = PreparedSet.open(path)
+            pset = PreparedSet.open(path, verify=ev.verify)
             if pset.classes != list(run.task.label_names):
                 raise ValueError(f"{name} has classes {pset.classes}, the run was trained on "
                                  f"{list(run.task.label_names)}")
@@ -141,7 +144,7 @@ def evaluate_run(workdir: str | Path, sets: list[str] | None = None, progress: b
         names = sets or [own]
         out["predictions"] = {}
         for name in dict.fromkeys(names):
-            pset = PreparedSet.open(prepared_root / name)
+            pset = PreparedSet.open(prepared_root / name, verify=ev.verify)
             if not pset.has_split("test"):
                 continue
             res = ev.predict(pset, "test", batch_size)

@@ -94,7 +94,8 @@ def build_run(config, pset: PreparedSet | None = None) -> Run:
     """A new run from a config and its prepared set (training): the record is
     derived from the set's manifest here, once."""
     if pset is None:
-        pset = PreparedSet.open(Path(config.data.prepared) / config.data.set)
+        pset = PreparedSet.open(Path(config.data.prepared) / config.data.set,
+                                verify=config.data.get("verify", "auto"))
     task_kind = "genre" if config.task == "genre" else "multitask"
     if pset.kind != task_kind:
         raise ValueError(f"task {config.task!r} needs a {task_kind} set, but "
@@ -138,11 +139,12 @@ def read_record(workdir: str | Path) -> dict:
     return json.loads((workdir / RECORD_FILE).read_text())
 
 
-def open_run(workdir: str | Path, *, with_data: bool = True) -> Run:
+def open_run(workdir: str | Path, *, with_data: bool = True, verify: str | None = None) -> Run:
     """A run rebuilt from its directory (``config.json`` + ``run.json``).
 
     With ``with_data`` the run's own prepared set is opened when it is there
-    (evaluation reads its validation split); its statistics are never used."""
+    (evaluation reads its validation split); its statistics are never used.
+    ``verify``: its shard check (default: the run's ``data.verify``)."""
     workdir = Path(workdir)
     record = read_record(workdir)
     config = read_config(workdir / CONFIG_FILE)
@@ -150,14 +152,15 @@ def open_run(workdir: str | Path, *, with_data: bool = True) -> Run:
     if with_data:
         path = Path(config.data.prepared) / record["set"]
         if (path / "manifest.json").exists():
-            pset = PreparedSet.open(path)
+            pset = PreparedSet.open(path, verify=verify or config.data.get("verify", "auto"))
     return _assemble(config, record, pset)
 
 
-def load_run(workdir: str | Path, which: str = "best", *, with_data: bool = True, sharding=None):
+def load_run(workdir: str | Path, which: str = "best", *, with_data: bool = True, sharding=None,
+             verify: str | None = None):
     """``(run, variables, meta)``: the run and its ``best`` or ``latest`` checkpoint's
     variables (``{"params", "batch_stats"?}`` numpy trees, or arrays on ``sharding``)."""
-    run = open_run(workdir, with_data=with_data)
+    run = open_run(workdir, with_data=with_data, verify=verify)
     variables, meta = checkpoint.load_variables(workdir, which, sharding)
     return run, variables, meta
 

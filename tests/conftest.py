@@ -76,7 +76,7 @@ def tiny_data(tmp_path_factory):
     from jaxmusic.data import sample
 
     root = tmp_path_factory.mktemp("sample") / "data"
-    # One worker: forking a process that already runs JAX threads can deadlock.
+    # One worker: the suite shares few cores, and in-process skips the pool's start-up.
     sample.generate(root, size="tiny", seed=0, progress=False, workers=1)
     return root
 

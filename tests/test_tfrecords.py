@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
+import os
 
 import numpy as np
 import pytest
@@ -180,6 +183,37 @@ def test_cached_train_batches_hold_the_streamed_clips(prepared):
     assert any((x["label"] != z["label"]).any() for x, z in zip(epoch0, other))
 
 
+@pytest.mark.parametrize("process_index,process_count", [(0, 1), (1, 2)])
+def test_batch_order_is_the_same_cached_or_streamed(prepared, process_index, process_count):
+    """Defect 4: data.cache ("auto" decides by free memory) must not change a run. For one
+    seed, the in-memory and the streaming path give the same batches, in the same order
+    within each batch, epoch after epoch and for any input stream; another seed (or
+    epoch) gives another order. A shuffle buffer smaller than the split makes the
+    streaming order only partly random, and the cached order must follow it exactly."""
+    root, *_ = prepared
+    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
+
+    def epochs(seed, cache):
+        cfg = pipeline.PipelineConfig(batch_size=6, max_length=50, view="fused", seed=seed,
+                                      cache=cache, shuffle_buffer=16)
+        return [list(pipeline.train_batches(pset, "train", cfg, epoch=e, process_index=process_index,
+                                            process_count=process_count)) for e in range(2)]
+
+    streamed, cached = epochs(5, False), epochs(5, True)
+    for s_epoch, c_epoch in zip(streamed, cached):
+        assert len(s_epoch) == len(c_epoch) == pset.train_steps("train", 6, process_count) > 0
+        for s, c in zip(s_epoch, c_epoch):
+            assert set(s) == set(c) == {"features", "lengths", "mask", "label"}
+            for k in s:
+                np.testing.assert_array_equal(s[k], c[k], err_msg=k)
+
+    def order(batches):
+        return np.concatenate([b["features"][:, 0, 0] for b in batches])
+
+    assert not np.array_equal(order(cached[0]), order(cached[1]))        # epochs differ
+    assert not np.array_equal(order(cached[0]), order(epochs(6, True)[0]))  # seeds differ
+
+
 def test_cache_auto_decides_from_the_decoded_size(prepared, monkeypatch):
     """data.cache="auto": in memory when the decoded split fits in a quarter of the free memory
     (the estimate is the cached arrays' real size), streaming otherwise or with length buckets;
@@ -251,11 +285,176 @@ def test_standardisation_uses_train_statistics(prepared):
     mean, std = frames.mean(0), frames.std(0)
     np.testing.assert_allclose(m["splits"]["train"]["feature_mean"], mean, atol=1e-5)
     np.testing.assert_allclose(m["splits"]["train"]["feature_std"], std, rtol=1e-5)
-    mel_mean, mel_std = pset.train_statistics("mel")
-    got = _eval_all(pset, "test", pipeline.PipelineConfig(8, 70, view="mel", mean=mel_mean, std=mel_std))
+    stats_mean, stats_std = pset.train_statistics("mel")   # what a new run records and uses
+    got = _eval_all(pset, "test", pipeline.PipelineConfig(8, 70, view="mel", mean=stats_mean,
+                                                          std=stats_std))
     row = int(np.flatnonzero(got["mask"])[0])
     raw = written["test"][got["id"][row].decode()][:70, :128]
     n = len(raw)
     np.testing.assert_allclose(got["features"][row, :n], (raw - mean[:128]) / std[:128], rtol=1e-4,
                                atol=1e-4)
     assert not got["features"][row, n:].any()  # padding stays zero after standardising
+
+
+# --- defect 5: shard checks when a prepared set is opened ---------------------------------
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    """A freshly prepared genre set (2 shards per split) that a test may damage."""
+    write_genre_set(tmp_path / "data", n_train=12, n_test=4, lengths=(20, 30))
+    tfrecords.prepare(tmp_path / "data", "fma_genre_spectrograms", tmp_path / "out",
+                      tfrecords.PrepareOptions(shards=2, progress=False))
+    return tmp_path / "out" / "fma_genre_spectrograms"
+
+
+def _shards(set_dir):
+    m = tfrecords.read_manifest(set_dir)
+    return [sh for split in m["splits"].values() for sh in split["shards"]]
+
+
+def _count_hashing(monkeypatch) -> list:
+    """Shard files hashed from now on (by name)."""
+    hashed = []
+    real = tfrecords.file_sha256
+
+    def counting(path, *args, **kwargs):
+        if ".tfrecord-" in os.path.basename(path):
+            hashed.append(os.path.basename(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tfrecords, "file_sha256", counting)
+    return hashed
+
+
+def _flip_a_byte(path, keep_mtime: bool) -> None:
+    st = os.stat(path)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_intact_set_opens_and_the_stamp_spares_later_hashing(small_set, monkeypatch):
+    shards = _shards(small_set)
+    names = sorted(sh["file"] for sh in shards)
+    for sh in shards:   # the manifest records what is on disk (independent hashlib reference)
+        path = small_set / sh["file"]
+        assert sh["bytes"] == os.path.getsize(path)
+        assert sh["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    hashed = _count_hashing(monkeypatch)
+    pipeline.PreparedSet.open(small_set)                 # prepare stamped what it wrote
+    assert hashed == []
+    (small_set / tfrecords.STAMP_FILE).unlink()
+    pipeline.PreparedSet.open(small_set)                 # first open: every shard hashed once
+    assert sorted(hashed) == names and (small_set / tfrecords.STAMP_FILE).exists()
+    hashed.clear()
+    pipeline.PreparedSet.open(small_set)                 # stamp current: sizes only
+    assert hashed == []
+    pipeline.PreparedSet.open(small_set, verify="sha256")  # asked for: hashed again
+    assert sorted(hashed) == names
+    hashed.clear()
+    os.utime(small_set / names[0])                       # touched: the stamp is stale
+    pipeline.PreparedSet.open(small_set)
+    assert sorted(hashed) == names
+    with pytest.raises(ValueError, match="data.verify"):
+        pipeline.PreparedSet.open(small_set, verify="md5")
+
+
+def test_truncated_shard_is_named_with_both_sizes(small_set, capsys):
+    sh = _shards(small_set)[1]
+    path = small_set / sh["file"]
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(lab.DatasetError) as err:
+        pipeline.PreparedSet.open(small_set)
+    msg = str(err.value)
+    assert err.value.file == str(path) and sh["file"] in msg
+    assert f"{os.path.getsize(path)} bytes" in msg and f"says {sh['bytes']}" in msg
+    # the command line: one line naming the shard, no traceback
+    from jaxmusic import cli
+    assert cli.main(["inspect", str(small_set), "--quiet"]) == 2
+    out = capsys.readouterr().err.strip().splitlines()
+    assert len(out) == 1 and sh["file"] in out[0] and "Traceback" not in out[0]
+
+
+def test_same_size_corruption_fails_sha256_on_first_open_and_with_verify(small_set, capsys):
+    sh = _shards(small_set)[0]
+    path = small_set / sh["file"]
+    _flip_a_byte(path, keep_mtime=False)          # a changed file: the stamp is stale
+    found = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert os.path.getsize(path) == sh["bytes"] and found != sh["sha256"]
+    with pytest.raises(lab.DatasetError) as err:
+        pipeline.PreparedSet.open(small_set)
+    assert err.value.file == str(path)
+    assert f"sha256 is {found}" in str(err.value) and f"says {sh['sha256']}" in str(err.value)
+    # the same damage behind an unchanged modification time passes the cheap check,
+    # and fails an explicit one (as `--verify` / data.verify="sha256" asks)
+    _flip_a_byte(path, keep_mtime=False)
+    pipeline.PreparedSet.open(small_set)          # intact again: stamped
+    _flip_a_byte(path, keep_mtime=True)
+    pipeline.PreparedSet.open(small_set)
+    with pytest.raises(lab.DatasetError, match=f"{sh['file']}: shard sha256 is {found}"):
+        pipeline.PreparedSet.open(small_set, verify="sha256")
+    from jaxmusic import cli
+    assert cli.main(["inspect", str(small_set), "--verify", "--quiet", "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and sh["file"] in err[0] and f"sha256 is {found}" in err[0]
+
+
+def test_old_manifest_without_sizes_is_hashed_once(small_set, monkeypatch):
+    m = json.loads((small_set / "manifest.json").read_text())
+    for split in m["splits"].values():
+        for sh in split["shards"]:
+            del sh["bytes"]
+    (small_set / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    hashed = _count_hashing(monkeypatch)
+    pipeline.PreparedSet.open(small_set)
+    assert len(hashed) == len(_shards(small_set))
+    hashed.clear()
+    pipeline.PreparedSet.open(small_set)
+    assert hashed == []
+    path = small_set / _shards(small_set)[0]["file"]
+    path.write_bytes(path.read_bytes()[:-1])      # no size to compare: caught by the hash
+    with pytest.raises(lab.DatasetError, match="shard sha256 is"):
+        pipeline.PreparedSet.open(small_set)
+
+
+def test_build_run_verifies_as_data_verify_says(small_set):
+    from jaxmusic import runs
+    from jaxmusic.config import base_config
+
+    config = base_config()
+    config.data.prepared, config.data.set = str(small_set.parent), small_set.name
+    _flip_a_byte(small_set / _shards(small_set)[0]["file"], keep_mtime=True)
+    assert runs.build_run(config).pset.count("train") > 0      # "auto": sizes + current stamp
+    config.data.verify = "sha256"
+    with pytest.raises(lab.DatasetError, match="shard sha256 is"):
+        runs.build_run(config)
+
+
+def test_verify_flags_of_train_and_evaluate(small_set, tmp_path, capsys):
+    """`--verify` makes train and evaluate hash the shards: same-size damage behind an
+    unchanged modification time, which the default check lets through, stops both with
+    one line naming the shard (before any training or checkpoint reading)."""
+    from jaxmusic import cli, runs
+    from jaxmusic.config import base_config, save_config
+
+    shard = _shards(small_set)[0]["file"]
+    _flip_a_byte(small_set / shard, keep_mtime=True)
+    where = [f"--config.data.prepared={small_set.parent}", f"--config.data.set={small_set.name}"]
+    assert cli.main(["train", "--config", "configs/tiny/lstm.py", "--workdir", str(tmp_path / "run"),
+                     "--verify", "--quiet", "--no-evaluate"] + where) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and shard in err[0] and "shard sha256 is" in err[0]
+    assert not (tmp_path / "run" / runs.CONFIG_FILE).exists()
+    # a run directory whose set was damaged after training
+    config = base_config()
+    config.data.prepared, config.data.set = str(small_set.parent), small_set.name
+    workdir = tmp_path / "trained"
+    workdir.mkdir()
+    save_config(config, workdir / runs.CONFIG_FILE)
+    runs.write_record(workdir, runs.build_run(config).record)
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--verify", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and shard in err[0] and "shard sha256 is" in err[0]

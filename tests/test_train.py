@@ -83,7 +83,10 @@ def test_two_devices_equal_one_device(tiny_prepared, tmp_path):
     for name, devices in (("one", 1), ("two", 2)):
         assert json.loads((tmp_path / name / "run.json").read_text())["trained_on"]["devices"] == devices
     one, two = params_of(tmp_path / "one"), params_of(tmp_path / "two")
-    assert_trees_close(one, two, rtol=2e-4, atol=2e-5)
+    # Float32 reduction order differs between one and two devices; over an epoch it moves
+    # parameters by up to ~6e-5 for this batch order (measured: the order every path now
+    # serves, the streaming one; the old in-memory permutation happened to stay at ~1e-7).
+    assert_trees_close(one, two, rtol=2e-4, atol=1e-4)
     # And training moved the parameters at all.
     assert not np.allclose(one["params"]["head"]["logits"]["bias"], 0.0)
 

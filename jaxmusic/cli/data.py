@@ -15,7 +15,7 @@ def add_arguments(parser, command: str) -> None:
                             help="tiny: ~200+80 clips for tests; small: demo (~1000); full: real counts")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--workers", type=int, default=None,
-                            help="processes (default: 1 for tiny, else up to 2)")
+                            help="processes (default: up to 2; the output is the same for any number)")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace existing set folders not written by sample-data")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -45,6 +45,9 @@ def add_arguments(parser, command: str) -> None:
         parser.add_argument("--plot", help="write the class histograms before/after the merge here "
                             "(default: <path>/class_histogram.png for genre sets)")
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+        parser.add_argument("--verify", action="store_true",
+                            help="prepared folder: check every shard's sha256 against the manifest "
+                                 "(by default: sizes always, sha256 on the first open)")
         parser.add_argument("--quiet", action="store_true")
 
 
@@ -86,14 +89,16 @@ def _prepare(args) -> int:
 
 def _inspect(args) -> int:
     path = Path(args.path)
-    if (path / "manifest.json").exists():
+    if (path / tfrecords.MANIFEST_FILE).exists():
         m = tfrecords.read_manifest(path)
+        checked = tfrecords.verify_shards(path, m, "sha256" if args.verify else "auto")
         summary = {"set": m["set"], "kind": m["kind"], "prepared": True, "view": m["view"],
                    "dtype": m["dtype"], "max_length": m["max_length"],
                    "splits": {s: {"clips": v["count"], "length": v["length"],
                                   "per_class": v["per_class"], "shards": len(v["shards"])}
                               for s, v in m["splits"].items()},
-                   "skipped": len(m["skipped"]), "class_merge": m["class_merge"]}
+                   "skipped": len(m["skipped"]), "class_merge": m["class_merge"],
+                   "shards_verified": checked}
     else:
         summary = inspect.summarise_lab_set(path, progress=not args.quiet)
     if args.json:
@@ -109,6 +114,10 @@ def _inspect(args) -> int:
 
 def _print_summary(summary: dict) -> None:
     print(f"{summary['set']} ({summary['kind']}{', prepared' if summary.get('prepared') else ''})")
+    if summary.get("shards_verified"):
+        how = {"size": "sizes match the manifest (sha256 checked before: stamp current)",
+               "sha256": "sizes and sha256 match the manifest"}[summary["shards_verified"]]
+        print(f"  shards: {sum(s['shards'] for s in summary['splits'].values())} files, {how}")
     for split, s in summary["splits"].items():
         if "clips" not in s:
             continue

@@ -16,7 +16,10 @@ number per epoch. Evaluation batches keep every clip exactly once: the last
 batch is zero-padded with ``mask`` False, and processes with fewer clips yield
 fully masked batches so that all processes step together.
 
-Memory is bounded by the shuffle and prefetch buffers, not by the set size.
+Memory is bounded by the shuffle and prefetch buffers, not by the set size. With
+``cache`` the training split is decoded into memory once; its batches are the
+streaming ones, in the same order (the order is a tf.data pipeline run over record
+positions instead of records, see ``_epoch_order``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from jaxmusic.data import lab
-from jaxmusic.data.tfrecords import feature_spec, read_manifest
+from jaxmusic.data.tfrecords import feature_spec, read_manifest, verify_shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +43,14 @@ class PreparedSet:
     manifest: dict
 
     @classmethod
-    def open(cls, path: str | Path) -> "PreparedSet":
+    def open(cls, path: str | Path, verify: str = "auto") -> "PreparedSet":
+        """Read the manifest and check the shards against it (``verify``: "auto" = sizes
+        on every open, sha256 on the first one after a change; "sha256" = sha256 now;
+        see :func:`jaxmusic.data.tfrecords.verify_shards`)."""
         path = Path(path)
-        return cls(path, read_manifest(path))
+        manifest = read_manifest(path)
+        verify_shards(path, manifest, verify)
+        return cls(path, manifest)
 
     @property
     def name(self) -> str:
@@ -182,8 +190,10 @@ def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: 
                   process_index: int = 0, process_count: int = 1,
                   steps: int | None = None) -> Iterator[dict]:
     """One epoch of shuffled full batches (``steps`` of them; by default as many
-    as every process can deliver). The order depends only on ``(seed, epoch)``,
-    so a resumed run sees the same batches as an uninterrupted one."""
+    as every process can deliver). The order depends only on ``(seed, epoch,
+    process_index)`` (:func:`_epoch_order`), whether the clips stream from the shards
+    or come from memory (``cfg.cache``), so a resumed run sees the same batches as an
+    uninterrupted one, and the same command the same batches on any machine."""
     import tensorflow as tf
 
     if steps is None:
@@ -195,11 +205,10 @@ def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: 
     if cfg.cache:
         yield from _cached_train_batches(pset, split, cfg, epoch, process_index, process_count, steps)
         return
-    seed = int(np.random.SeedSequence([cfg.seed, epoch, process_index]).generate_state(1)[0] >> 1)
-    files = _files_dataset(pset, split, process_index, process_count).shuffle(64, seed=seed)
-    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=cfg.parallel_reads,
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.shuffle(cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=False)
+    shards = pset.shards(split, process_index, process_count)
+    files = tf.constant([str(pset.dir / s["file"]) for s in shards])
+    ds = _epoch_order(lambda i: tf.data.TFRecordDataset(tf.gather(files, i)), len(shards), cfg,
+                      epoch, process_index)
     if cfg.bucket_boundaries:
         ds = ds.map(_decode_fn(pset, cfg, pad=False), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
@@ -212,6 +221,25 @@ def train_batches(pset: PreparedSet, split: str, cfg: PipelineConfig, *, epoch: 
     # can leave partial buckets behind), then cut it.
     ds = ds.map(_drop_ids).repeat().take(steps).prefetch(cfg.prefetch)
     yield from ds.as_numpy_iterator()
+
+
+def _epoch_order(read_shard, n_shards: int, cfg: PipelineConfig, epoch: int, process_index: int):
+    """The training order of one epoch of one input stream, as a tf.data pipeline:
+    the stream's shards in an order shuffled by the seed, read ``cfg.parallel_reads``
+    at a time (deterministic interleave), through a seeded shuffle buffer.
+
+    ``read_shard(i)`` gives the records of the stream's ``i``-th shard: the records
+    themselves (streaming) or their positions in memory (cache). Interleave and
+    shuffle order elements by their count and the seed alone, never by their
+    values, so both give the same order: a function of ``(seed, epoch,
+    process_index)`` only, with memory bounded by the shuffle buffer."""
+    import tensorflow as tf
+
+    seed = int(np.random.SeedSequence([cfg.seed, epoch, process_index]).generate_state(1)[0] >> 1)
+    shards = tf.data.Dataset.range(n_shards).shuffle(64, seed=seed)
+    ds = shards.interleave(read_shard, cycle_length=cfg.parallel_reads,
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.shuffle(cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=False)
 
 
 _CACHE: dict = {}
@@ -292,17 +320,28 @@ def _cached_split(pset: PreparedSet, split: str, cfg: PipelineConfig, process_in
 
 
 def _cached_train_batches(pset, split, cfg, epoch, process_index, process_count, steps) -> Iterator[dict]:
-    """Cache mode of :func:`train_batches`: a permutation keyed by ``(seed, epoch, process)``
-    over the in-memory split; ``steps`` full batches, each clip at most once per epoch."""
+    """Cache mode of :func:`train_batches`: the streaming path's order (:func:`_epoch_order`
+    over record positions instead of records), gathered from the in-memory split."""
+    import tensorflow as tf
+
     if cfg.bucket_boundaries:
         raise ValueError("data.cache and data.bucket_boundaries do not combine")
     data = _cached_split(pset, split, cfg, process_index, process_count)
-    n = len(data["lengths"])
-    if steps * cfg.batch_size > n:
-        raise ValueError(f"{steps} batches of {cfg.batch_size} need more than the {n} clips of {split!r}")
-    order = np.random.default_rng([cfg.seed, epoch, process_index]).permutation(n)
-    for i in range(steps):
-        idx = np.sort(order[i * cfg.batch_size:(i + 1) * cfg.batch_size])  # sorted: sequential reads
+    # The cached arrays hold this stream's shards one after the other, in shard order.
+    counts = [s["count"] for s in pset.shards(split, process_index, process_count)]
+    if sum(counts) != len(data["lengths"]):
+        raise lab.DatasetError(f"split {split!r} holds {len(data['lengths'])} clips in its shards, "
+                               f"the manifest says {sum(counts)}", file=pset.dir / "manifest.json")
+    starts = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
+    sizes = tf.constant(np.asarray(counts, np.int64))
+
+    def positions(shard):
+        first = tf.gather(starts, shard)
+        return tf.data.Dataset.range(first, first + tf.gather(sizes, shard))
+
+    order = _epoch_order(positions, len(counts), cfg, epoch, process_index)
+    order = order.batch(cfg.batch_size, drop_remainder=True).repeat().take(steps)
+    for idx in order.as_numpy_iterator():
         yield {k: v[idx] for k, v in data.items()}
 
 

@@ -7,14 +7,22 @@ Output folder ``OUT/<set name>/``:
   little-endian float16/float32 bytes, row-major ``(length, num_features)``),
   ``length``, ``num_features``, ``source`` and ``label`` + ``genre`` (genre sets)
   or ``targets`` (multitask sets; NaN where the lab gives no label);
-* ``manifest.json``: counts per split and class, shard files with counts and
-  sha256, length statistics, the stored view, dtype, split seed, skipped items;
+* ``manifest.json``: counts per split and class, shard files with counts, byte
+  sizes and sha256, length statistics, the stored view, dtype, split seed, skipped
+  items;
+* ``manifest.verified.json``: the stamp of the last full sha256 check (see
+  :func:`verify_shards`);
 * ``dataset_info.json`` + ``features.json``: tfds metadata, so
   ``tfds.builder_from_directory(OUT/<set>)`` loads the shards too.
 
 The validation split is carved from train, seeded and stratified by class
 (genre) or by group (``train_groups.txt``: ``Id<TAB>Group``) so no group sits
 on both sides. Records stream one file at a time; output is byte-deterministic.
+
+Opening a prepared set checks its shards against the manifest (:func:`verify_shards`):
+every shard's byte size on every open, and its sha256 on the first open after the
+shards or the manifest changed (a stamp file remembers the last check) or whenever
+asked (``verify="sha256"``). A shard that fails is named, with what differs.
 """
 
 from __future__ import annotations
@@ -33,6 +41,11 @@ from jaxmusic.data import lab
 FORMAT_VERSION = 1
 STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
 SPLITS = ("train", "validation", "test")
+MANIFEST_FILE = "manifest.json"
+STAMP_FILE = "manifest.verified.json"
+# data.verify / PreparedSet.open(verify=...): "auto" checks sizes on every open and
+# sha256 on the first (until the stamp goes stale); "sha256" hashes on every open.
+VERIFY_MODES = ("auto", "sha256")
 
 
 def shard_name(set_name: str, split: str, index: int, count: int) -> str:
@@ -221,8 +234,8 @@ def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
     shards = []
     for nm, c in zip(names, counts):
         os.replace(out / (nm + ".tmp"), out / nm)
-        digest = hashlib.sha256((out / nm).read_bytes()).hexdigest()
-        shards.append({"file": nm, "count": c, "sha256": digest})
+        shards.append({"file": nm, "count": c, "bytes": (out / nm).stat().st_size,
+                       "sha256": file_sha256(out / nm)})
     lengths_arr = np.asarray(lengths or [0])
     mean = col_sum / max(frames, 1)
     std = np.sqrt(np.maximum(col_sq / max(frames, 1) - mean * mean, 0.0))
@@ -299,7 +312,9 @@ def prepare(source: str | os.PathLike, set_name: str, out_dir: str | os.PathLike
         "class_merge": merge,
         "skipped": skipped.items if skipped is not None else [],
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / STAMP_FILE).unlink(missing_ok=True)
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_stamp(out, manifest)       # the shards were hashed just now
     _write_tfds_metadata(out, manifest)
     return manifest
 
@@ -334,7 +349,7 @@ def _write_tfds_metadata(out: Path, manifest: dict) -> None:
 
 
 def read_manifest(prepared_set_dir: str | os.PathLike) -> dict:
-    path = Path(prepared_set_dir) / "manifest.json"
+    path = Path(prepared_set_dir) / MANIFEST_FILE
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -346,3 +361,89 @@ def read_manifest(prepared_set_dir: str | os.PathLike) -> dict:
         raise lab.DatasetError(f"manifest format {manifest.get('format_version')} is not "
                                f"{FORMAT_VERSION}: prepare the set again", file=path)
     return manifest
+
+
+# --- verifying ------------------------------------------------------------------------
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _all_shards(manifest: dict) -> list[dict]:
+    return [sh for split in manifest["splits"].values() for sh in split["shards"]]
+
+
+def _stamp_key(set_dir: Path, manifest: dict) -> dict:
+    """What a full check vouches for: this manifest (its bytes) and the shards as they
+    are on disk (size and modification time)."""
+    files = {}
+    for sh in _all_shards(manifest):
+        st = (set_dir / sh["file"]).stat()
+        files[sh["file"]] = [st.st_size, st.st_mtime_ns]
+    return {"manifest_sha256": file_sha256(set_dir / MANIFEST_FILE), "shards": files}
+
+
+def _write_stamp(set_dir: Path, manifest: dict) -> None:
+    """Record that every shard matched its sha256 (best effort: a read-only folder keeps
+    no stamp, and is then hashed on every open)."""
+    tmp = set_dir / f"{STAMP_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(_stamp_key(set_dir, manifest), indent=1) + "\n")
+        os.replace(tmp, set_dir / STAMP_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _stamp_is_current(set_dir: Path, manifest: dict) -> bool:
+    try:
+        return json.loads((set_dir / STAMP_FILE).read_text()) == _stamp_key(set_dir, manifest)
+    except (OSError, ValueError):
+        return False
+
+
+def verify_shards(prepared_set_dir: str | os.PathLike, manifest: dict, mode: str = "auto") -> str:
+    """Check every shard of a prepared set against its manifest; returns what was
+    checked (``"size"`` or ``"sha256"``).
+
+    Always: each shard exists and has the manifest's byte size (manifests written
+    before sizes were recorded skip this; the stamp covers them). Then sha256 of
+    every shard when ``mode`` is ``"sha256"``, or (``"auto"``) unless a current stamp
+    says that the same manifest and the same shards (sizes, modification times)
+    already passed; a pass writes the stamp. ``prepare`` stamps the shards it
+    wrote, so "auto" hashes again only after something touched them. A failing shard raises :class:`lab.DatasetError`
+    naming the file, the expected and the found size or hash.
+    """
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"data.verify must be one of {', '.join(map(repr, VERIFY_MODES))}, "
+                         f"got {mode!r}")
+    set_dir = Path(prepared_set_dir)
+    shards = _all_shards(manifest)
+    for sh in shards:
+        path = set_dir / sh["file"]
+        if not path.is_file():
+            raise lab.DatasetError(f"shard is missing (listed in {MANIFEST_FILE}): "
+                                   "prepare the set again", file=path)
+        if "bytes" not in sh:        # an older manifest: the sha256 check below covers it
+            continue
+        size = path.stat().st_size
+        if size != sh["bytes"]:
+            raise lab.DatasetError(
+                f"shard is {size} bytes, {MANIFEST_FILE} says {sh['bytes']} (truncated or "
+                "changed since `jaxmusic prepare`): prepare the set again", file=path)
+    if mode == "auto" and _stamp_is_current(set_dir, manifest):
+        return "size"
+    for sh in shards:
+        path = set_dir / sh["file"]
+        digest = file_sha256(path)
+        if digest != sh["sha256"]:
+            raise lab.DatasetError(
+                f"shard sha256 is {digest}, {MANIFEST_FILE} says {sh['sha256']} (changed "
+                "since `jaxmusic prepare`): prepare the set again", file=path)
+    _write_stamp(set_dir, manifest)
+    return "sha256"
+
