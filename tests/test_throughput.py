@@ -107,3 +107,27 @@ def test_step_compiler_options_are_accepted_by_xla_and_keep_results():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(64, 64)), jnp.float32)
     got = jax.jit(f, compiler_options=options)(x)  # an unknown option would raise here
     np.testing.assert_allclose(np.asarray(got), np.asarray(jax.jit(f)(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_cnn_sequential_and_stacked_tap_gradients_agree_with_xla(k):
+    """The per-tap weight gradient, taps one at a time (lax.map) or all at once, equals XLA's own
+    convolution gradient (value, input and weight gradients)."""
+    from jax import lax
+
+    from jaxmusic.models.cnn import _NHWC, conv_general_dilated
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 9, 7, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, 3, 5)), jnp.float32)
+    cot = jnp.asarray(rng.normal(size=(2, 9, 7, 5)), jnp.float32)
+
+    def grads(conv):
+        return jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) * cot), argnums=(0, 1)))(x, w)
+
+    ref = grads(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_NHWC))
+    for sequential in (True, False):
+        got = grads(lambda x, w: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_NHWC,
+                                                      sequential_taps=sequential))
+        for a, b in zip(got, ref):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
