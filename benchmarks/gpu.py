@@ -34,9 +34,13 @@ def sections(quick: bool) -> list[tuple[str, list[str]]]:
     """``(name, benchmarks.run arguments)`` in the order they run."""
     if quick:
         common = ["--quick", "--steps", "2", "--budget-s", "20", "--torch-threads", "1"]
+        # (the LSTM's bfloat16 step does not run on XLA:CPU: a bf16 x bf16 -> f32 product it
+        # does not implement; float32 only here)
         return [
-            ("headline", [*common, "--models", "lstm,cnn,ast_tiny", "--inputs", "beat_mel", "--batch-sizes", "2",
+            ("headline", [*common, "--models", "cnn,ast_tiny", "--inputs", "beat_mel", "--batch-sizes", "2",
                           "--jax-variants", "jit,jit_bf16", "--torch-variants", "eager,eager_bf16"]),
+            ("lstm", [*common, "--models", "lstm", "--inputs", "beat_mel", "--batch-sizes", "2",
+                      "--jax-variants", "jit", "--torch-variants", "eager"]),
             ("batch sizes", [*common, "--models", "cnn", "--inputs", "beat_mel", "--batch-sizes", "4",
                              "--jax-variants", "jit", "--torch-variants", "eager"]),
         ]
