@@ -3,17 +3,20 @@
 * jaxmusic: the prepared TFRecords through ``jaxmusic.data.pipeline.train_batches``
   (tf.data: shuffle, decode, view slice, pad, batch, prefetch; or, as training does
   by default when the split fits in memory, decoded once in the first epoch and
-  indexed afterwards) into the jitted train step of :mod:`benchmarks.variants`.
+  indexed afterwards) into ``jaxmusic train``'s own step (``runs.build_run`` of the
+  library's config, ``steps.init_state``, ``steps.compile_steps``; with
+  ``steps_per_dispatch = K`` K batches stacked per call, as the train loop does).
 * PyTorch: the course helper's way. The dataset reads every ``.npy.gz`` feature
   file up front (gunzip, ``np.load``, transpose to ``(T, F)``, keep the view), pads
   each clip to the longest one in ``__getitem__``; a ``DataLoader``
   (shuffle, ``num_workers=0``, full batches) feeds the eager model.
 
 Both train on the same clips (the prepared train split; labels from
-``jaxmusic.data.lab``) with the same model, optimiser and batch size. Each runs
-``epochs`` epochs; the first includes warm-up (and, for JAX, nothing to compile:
-the step is compiled before, and the compile time is reported apart). The
-steady figure is the mean over the epochs after the first.
+``jaxmusic.data.lab``) with the same model, optimiser recipe and batch size. The
+epochs are interleaved (JAX epoch, PyTorch epoch, JAX epoch, ...) so that the load of
+a shared machine hits both alike; the first of each includes warm-up (the JAX step
+is compiled before; its compile time is reported apart). The steady figure is the
+mean over the epochs after the first; ``paired`` the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -75,16 +78,16 @@ class CourseSpectrogramDataset:
 
 
 def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str, model_key: str,
-               model_cfg: dict, view: str, batch_size: int, epochs: int = 2) -> list[dict]:
+               model_cfg: dict, view: str, batch_size: int, epochs: int = 2,
+               steps_per_dispatch: int = 1) -> list[dict]:
     """Records for ``jax`` and ``torch``: samples/s per epoch, load and compile times."""
-    import jax
-    import jax.numpy as jnp
-    import optax
+    import ml_collections
     import torch
     import torch.nn.functional as F
 
+    from jaxmusic import config as jconfig, parallel, runs, steps as jsteps
     from jaxmusic.data import lab
-    from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, resolve_cache, train_batches
+    from jaxmusic.data.pipeline import PreparedSet, resolve_cache, train_batches
 
     pset = PreparedSet.open(Path(prepared_root) / set_name)
     max_length = pset.max_length()
@@ -94,40 +97,48 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
     common = {"kind": "epoch", "model": model_key, "input": f"{set_name}/{view}", "T": max_length,
               "F": num_features, "batch_size": batch_size, "steps_per_epoch": steps,
               "clips": steps * batch_size, "epochs": epochs}
-    records = []
+    k = max(1, int(steps_per_dispatch))
 
-    # jaxmusic: tf.data -> jit.
-    model = variants.jax_model(model_cfg, num_features, max_length, num_classes=num_classes)
-    tx = optax.adamw(variants.LEARNING_RATE, weight_decay=variants.WEIGHT_DECAY)
-    x0 = jnp.zeros((batch_size, max_length, num_features), jnp.float32)
-    l0 = jnp.full((batch_size,), max_length, jnp.int32)
-    y0 = jnp.zeros((batch_size,), jnp.int32)
-    state, has_stats = variants.jax_state(model, tx, x0, l0, 0)
-    train_step, _ = variants.jax_steps(model, tx, has_stats, 1)
-    # every device of the process (one per core with --host-devices), as `jaxmusic train` does
-    dp = variants.DataParallel.over_all_devices(batch_size)
-    state = dp.put_state(state)
-    x0, l0, y0 = dp.put_batch((x0, l0, y0))
-    t0 = time.perf_counter()
-    step = jax.jit(train_step, **dp.train_jit()).lower(state, x0, l0, y0).compile()
-    compile_s = time.perf_counter() - t0
-    # as `jaxmusic train` reads by default (data.cache="auto": in memory if the split fits)
+    # jaxmusic: the library's run, state and compiled step (what `jaxmusic train` builds)
+    cfg = jconfig.lab_config(set_name, view, ml_collections.ConfigDict(dict(model_cfg)))
+    cfg.data.prepared = str(prepared_root)
+    cfg.train.batch_size = batch_size
+    cfg.train.steps_per_dispatch = k
+    run = runs.build_run(cfg, pset)
+    mesh = parallel.make_mesh()  # every device of the process (one per core with --host-devices)
+    state = jsteps.init_state(run, mesh, steps)
+    single, _ = jsteps.compile_steps(run, mesh)
+    multi = jsteps.compile_steps(run, mesh, steps_per_dispatch=k)[0] if k > 1 else None
     cache, cache_why = resolve_cache("auto", pset, "train", view, max_length)
-    mean, std = pset.train_statistics(view)
-    cfg = PipelineConfig(batch_size=batch_size, max_length=max_length, view=view, seed=0, cache=cache,
-                         mean=mean, std=std)
-    epoch_s = []
-    for epoch in range(epochs):
+    pcfg = run.pipeline_config(batch_size, seed=cfg.train.seed, cache=cache)
+    x0 = {"features": np.zeros((batch_size, max_length, num_features), np.float32),
+          "lengths": np.full((batch_size,), max_length, np.int32),
+          "label": np.zeros((batch_size,), np.int32), "mask": np.ones((batch_size,), bool)}
+    t0 = time.perf_counter()
+    single = single.lower(state, parallel.to_global(x0, mesh)).compile()
+    if multi is not None:
+        stacked0 = parallel.to_global({key: np.stack([v] * k) for key, v in x0.items()}, mesh, stacked=True)
+        multi = multi.lower(state, stacked0).compile()
+    compile_s = time.perf_counter() - t0
+
+    def jax_epoch(epoch: int) -> float:
+        nonlocal state
         t0 = time.perf_counter()
-        loss = None
-        for batch in train_batches(pset, "train", cfg, epoch=epoch, steps=steps):
-            state, loss = step(state, *dp.put_batch((batch["features"], batch["lengths"], batch["label"])))
-        loss.block_until_ready()
-        epoch_s.append(time.perf_counter() - t0)
-    # No load phase: tf.data reads the shards inside the (first) epoch (load_s None).
-    records.append(_record(common, "jax", "tf.data+jit", epoch_s, load_s=None, compile_s=compile_s,
-                           data_cache=cache_why, devices=dp.devices))
-    del state, step
+        metrics, group = None, []
+        for batch in train_batches(pset, "train", pcfg, epoch=epoch, steps=steps):
+            batch = {key: batch[key] for key in x0}
+            if multi is None:
+                state, metrics = single(state, parallel.to_global(batch, mesh))
+                continue
+            group.append(batch)
+            if len(group) == k:
+                stacked = {key: np.stack([b[key] for b in group]) for key in x0}
+                state, metrics = multi(state, parallel.to_global(stacked, mesh, stacked=True))
+                group = []
+        for batch in group:
+            state, metrics = single(state, parallel.to_global(batch, mesh))
+        metrics["loss"].block_until_ready()
+        return time.perf_counter() - t0
 
     # PyTorch: the course helper's dataset + DataLoader -> eager.
     ids = set(_prepared_ids(pset, "train"))
@@ -144,20 +155,33 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
                                                                       (1, max_length)), batch_size)
     tmodel = variants.build_torch_model(workload, "eager")
     tmodel.head = torch.nn.Linear(tmodel.head.in_features, num_classes)
-    opt = torch.optim.AdamW(tmodel.parameters(), lr=variants.LEARNING_RATE, weight_decay=variants.WEIGHT_DECAY)
+    recipe = variants.train_recipe()
+    opt = torch.optim.AdamW(tmodel.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"])
     tmodel.train()
-    epoch_s = []
-    for _ in range(epochs):
+
+    def torch_epoch() -> float:
         t0 = time.perf_counter()
         for features, labels, lengths in loader:
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(tmodel(features, lengths), labels)
             loss.backward()
+            if recipe["clip_norm"]:
+                torch.nn.utils.clip_grad_norm_(tmodel.parameters(), recipe["clip_norm"])
             opt.step()
-        epoch_s.append(time.perf_counter() - t0)
-    records.append(_record(common, "torch", "DataLoader+eager", epoch_s, load_s=load_s, compile_s=None,
-                           clips_loaded=len(dataset)))
-    return records
+        return time.perf_counter() - t0
+
+    jax_s, torch_s = [], []
+    for epoch in range(epochs):  # interleaved
+        jax_s.append(jax_epoch(epoch))
+        torch_s.append(torch_epoch())
+    ratios = [t / j for j, t in zip(jax_s[1:] or jax_s, torch_s[1:] or torch_s)]
+    paired = {"jax_speedup": float(np.median(ratios)), "jax_speedup_min": min(ratios),
+              "jax_speedup_max": max(ratios)}
+    name = "tf.data+jit" + (f"[spd={k}]" if k > 1 else "")
+    return [_record(common, "jax", name, jax_s, load_s=None, compile_s=compile_s, data_cache=cache_why,
+                    devices=mesh.size, steps_per_dispatch=k, **paired),
+            _record(common, "torch", "DataLoader+eager", torch_s, load_s=load_s, compile_s=None,
+                    clips_loaded=len(dataset))]
 
 
 def _record(common: dict, framework: str, variant: str, epoch_s: list[float], **extra) -> dict:

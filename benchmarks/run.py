@@ -60,7 +60,7 @@ def _csv(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="lstm,cnn,ast_tiny,ast_small",
-                        help=f"comma-separated, of {', '.join(variants.MODELS)}")
+                        help=f"comma-separated, of {', '.join(variants.PRESETS)}")
     parser.add_argument("--inputs", default="full_mel,full_fused,beat_mel,beat_fused",
                         help=f"comma-separated, of {', '.join(variants.INPUTS)}")
     parser.add_argument("--batch-sizes", default=None,
@@ -73,13 +73,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny models and inputs: the smoke test")
     parser.add_argument("--append", action="store_true", help="merge into an existing results.json")
     parser.add_argument("--jax-variants", default="jit",
-                        help="comma-separated: jit, jit_bf16, jit_dp, jit_bf16_dp (data parallel over --host-devices), each optionally with backbone keywords, e.g. "
-                             "'jit,jit[unroll=8],jit_bf16' (the first is the reference of the speedups)")
+                        help="comma-separated: jit, jit_bf16, jit_dp, jit_bf16_dp (data parallel over --host-devices), "
+                             "each optionally with options in brackets: model keywords, xla_* compiler options "
+                             "(xla=none: without the library's), spd=K steps per dispatch, e.g. "
+                             "'jit,jit[query_chunk=256],jit[spd=8]' (the first is the reference of the speedups)")
     parser.add_argument("--model-args", default="",
                         help="backbone keywords for the JAX models, e.g. 'unroll=4,chunk_size=128' (the "
                              "JAX variants are then named e.g. jit[unroll=4,chunk_size=128])")
     parser.add_argument("--torch-variants", default=None,
-                        help="comma-separated: eager, packed, compile (default all; --quick: eager, packed)")
+                        help="comma-separated: eager, packed, compile, eager_bf16, compile_bf16 (autocast) "
+                             "(default eager, packed, compile; --quick: eager, packed)")
     parser.add_argument("--torch-threads", default="auto",
                         help="intra-op threads of the PyTorch variants: a number, or auto (per variant and "
                              "point, the faster of 1 and all cores; recorded)")
@@ -101,6 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epoch-view", default="mel")
     parser.add_argument("--epoch-batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the end-to-end run (the first is warm-up)")
+    parser.add_argument("--epoch-steps-per-dispatch", type=int, default=1,
+                        help="train.steps_per_dispatch of the JAX epoch (K batches per jitted call)")
 
 
 # --- one point ---------------------------------------------------------------------------------
@@ -239,6 +244,10 @@ class Sweep:
                         live.remove((key, var))
                         var.close()
 
+        for key, var in live:  # a dispatch of K steps: per-step times
+            k = getattr(var, "steps_per_call", 1)
+            if k > 1:
+                times[key]["train"] = [t / k for t in times[key]["train"]]
         ref_key = next((k for k in (pairs[0], *(k for k, _ in live if k[0] == "jax")) if k in times), None)
         for key, var in live:
             rec = records[key]
@@ -319,7 +328,7 @@ def run(args) -> int:
         md = report.write(json.loads((out / "results.json").read_text()), out)
         print(f"wrote {md}")
         return 0
-    models_table = variants.QUICK_MODELS if args.quick else variants.MODELS
+    models_table = variants.models_table(args.quick)
     inputs_table = variants.QUICK_INPUTS if args.quick else variants.INPUTS
     models, inputs = _csv(args.models), _csv(args.inputs)
     for m in models:
@@ -429,7 +438,8 @@ def run_epoch(args, models_table) -> list[dict]:
         return []
     model = args.epoch_model
     records = epoch.run_epochs(args.epoch_source or "", args.epoch_prepared, args.epoch_set, model,
-                               models_table[model], args.epoch_view, args.epoch_batch_size, args.epochs)
+                               models_table[model], args.epoch_view, args.epoch_batch_size, args.epochs,
+                               args.epoch_steps_per_dispatch)
     for rec in records:
         print(f"epoch {rec['framework']}/{rec['variant']}: {rec['train_samples_per_s']:.1f} samples/s "
               f"(epochs {', '.join(f'{t:.2f}' for t in rec['epoch_s'])} s)", flush=True)

@@ -1,20 +1,25 @@
 """What is measured: a workload (model x input x batch) and the variants that run it.
 
 A *variant* is one framework + implementation of the same model on the same
-batch: ``jax/jit`` (jaxmusic's Flax model under ``jax.jit``; ``jax/jit_bf16`` the
-same with bfloat16 compute), ``torch/eager`` (padded input; for the LSTM
-oneDNN's fused RNN), ``torch/packed`` (LSTM only: the course helper's
-``pack_padded_sequence``) and ``torch/compile`` (``torch.compile`` of the eager
-model). Each variant offers
+batch. ``jax/jit`` is ``jaxmusic train``'s own step: the model from the library's
+config preset (:func:`model_config`, :func:`benchmark_config`), the state from
+``jaxmusic.steps.init_state``, the jitted step from ``jaxmusic.steps.compile_steps``
+(with the library's XLA options); ``jax/jit_bf16`` the same with
+``train.dtype=bfloat16``; ``_dp`` the batch split over every device. Options go in
+brackets (:func:`parse_variant`): model keywords, ``xla_*`` compiler options,
+``spd=K`` steps per dispatch. ``torch/eager`` (padded input; for the LSTM oneDNN's
+fused RNN), ``torch/packed`` (LSTM only: the course helper's
+``pack_padded_sequence``), ``torch/compile`` (``torch.compile`` of the eager model)
+and their ``_bf16`` forms (autocast to bfloat16). Each variant offers
 
 * ``prepare()``: build, compile, warm up; returns the compile times;
-* ``train_step()``: one full optimiser step (forward, cross-entropy, backward,
-  AdamW update), blocking until it is done;
+* ``train_step()``: one dispatch of the train step (forward, loss, backward,
+  clipping, AdamW update), blocking until it is done;
 * ``infer_step()``: one forward pass in inference mode, blocking.
 
-Both frameworks use the same optimiser settings (AdamW, lr 1e-4, weight decay
-1e-4), 10 classes, float32 parameters and the same inputs (zero padding after
-each clip's length).
+Both frameworks use the library's recipe (:func:`train_recipe`: AdamW, lr 1e-4,
+weight decay 1e-4, clipping at global norm 1), 10 classes, float32 parameters and
+the same inputs (zero padding after each clip's length).
 """
 
 from __future__ import annotations
@@ -27,23 +32,45 @@ from typing import Any
 import numpy as np
 
 NUM_CLASSES = 10
-LEARNING_RATE = 1e-4
-WEIGHT_DECAY = 1e-4
+CLASSES = tuple(f"class_{i}" for i in range(NUM_CLASSES))
 
-# Model presets: the lab's settings (configs/*.py, REFERENCE.md section 3).
-MODELS: dict[str, dict] = {
-    "lstm": dict(name="lstm", hidden_size=64, num_layers=2, bidirectional=True, dropout=0.4, summary="last"),
-    "cnn": dict(name="cnn", channels=(16, 32, 64, 128), kernel_size=3),
-    "ast_tiny": dict(name="ast", size="tiny"),
-    "ast_small": dict(name="ast", size="small"),
+# Model presets: the library's own (jaxmusic.config, the lab's settings); a benchmark
+# model is a preset plus overrides.
+PRESETS: dict[str, tuple[str, tuple, dict]] = {
+    "lstm": ("lstm_model", (), {}),
+    "cnn": ("cnn_model", (), {}),
+    "ast_tiny": ("ast_model", ("tiny",), {}),
+    "ast_small": ("ast_model", ("small",), {}),
 }
 # --quick: the same structures, tiny widths (the smoke test).
-QUICK_MODELS: dict[str, dict] = {
-    "lstm": dict(name="lstm", hidden_size=8, num_layers=2, bidirectional=True, dropout=0.4, summary="last"),
-    "cnn": dict(name="cnn", channels=(4, 4, 8, 8), kernel_size=3),
-    "ast_tiny": dict(name="ast", size="tiny", embed_dim=16, depth=2, num_heads=2),
-    "ast_small": dict(name="ast", size="small", embed_dim=24, depth=2, num_heads=3),
+QUICK_OVERRIDES: dict[str, dict] = {
+    "lstm": dict(hidden_size=8),
+    "cnn": dict(channels=(4, 4, 8, 8)),
+    "ast_tiny": dict(embed_dim=16, depth=2, num_heads=2),
+    "ast_small": dict(embed_dim=24, depth=2, num_heads=3),
 }
+
+
+def model_config(model: str, quick: bool = False, **overrides) -> dict:
+    """``config.model`` of a benchmark model: the jaxmusic.config preset with overrides."""
+    from jaxmusic import config
+
+    factory, args, extra = PRESETS[model]
+    cfg = getattr(config, factory)(*args, **{**extra, **(QUICK_OVERRIDES[model] if quick else {}), **overrides})
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()}
+
+
+def models_table(quick: bool = False) -> dict[str, dict]:
+    return {m: model_config(m, quick) for m in PRESETS}
+
+
+def train_recipe() -> dict:
+    """The library's training recipe (jaxmusic.config.base_config().train): what both frameworks use."""
+    from jaxmusic import config
+
+    t = config.base_config().train
+    return {"optimizer": t.optimizer, "learning_rate": t.learning_rate, "weight_decay": t.weight_decay,
+            "clip_norm": t.clip_norm}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,18 +97,20 @@ QUICK_INPUTS: dict[str, Input] = {
     "beat_fused": Input("beat_fused", 32, 140, (20, 32)),
 }
 
-TORCH_VARIANTS = {"lstm": ("eager", "packed", "compile"), "cnn": ("eager", "compile"),
-                  "ast": ("eager", "compile")}
+TORCH_VARIANTS = {"lstm": ("eager", "packed", "compile", "eager_bf16", "compile_bf16"),
+                  "cnn": ("eager", "compile", "eager_bf16", "compile_bf16"),
+                  "ast": ("eager", "compile", "eager_bf16", "compile_bf16")}
 JAX_VARIANTS = ("jit", "jit_bf16", "jit_dp", "jit_bf16_dp")
 
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    model: str            # key of MODELS
+    model: str            # key of PRESETS
     model_cfg: dict
     input: Input
     batch_size: int
     seed: int = 0
+    num_classes: int = NUM_CLASSES
 
     @property
     def family(self) -> str:
@@ -146,189 +175,179 @@ def _has_loops(compiled) -> bool:
 
 # --- JAX -----------------------------------------------------------------------------------------
 
-def jax_model(model_cfg: dict, input_fdim: int, input_tdim: int, dtype: str | None = None,
-              num_classes: int = NUM_CLASSES):
-    """jaxmusic's classifier: ``Model(build_backbone(model_cfg), ClassifierHead)``."""
-    from jaxmusic.models import ClassifierHead, Model, build_backbone
+def benchmark_config(workload: "Workload", dtype: str = "float32", model_args: dict | None = None,
+                     base=None):
+    """The run config of a benchmark point: ``base`` (default ``jaxmusic.config.lab_config``, the
+    lab's recipe: AdamW 1e-4, weight decay 1e-4, gradient clipping at norm 1) with the workload's
+    model, ``train.dtype``, ``train.batch_size`` and seed set: what ``jaxmusic train`` would run."""
+    import ml_collections
 
-    cfg = dict(model_cfg)
-    if dtype is not None:
-        cfg["dtype"] = dtype
-    return Model(build_backbone(cfg, input_fdim, input_tdim), ClassifierHead(num_classes))
+    from jaxmusic import config
+
+    model = ml_collections.ConfigDict({**workload.model_cfg, **(model_args or {})})
+    if base is None:
+        c = config.lab_config("fma_genre_spectrograms", "mel", model)
+    else:
+        c = ml_collections.ConfigDict(base.to_dict())
+        c.model = model
+    c.train.dtype = dtype
+    c.train.batch_size = workload.batch_size
+    c.train.seed = workload.seed
+    return c
 
 
-def jax_steps(model, tx, has_stats: bool, seed: int):
-    """Pure ``train_step(state, x, lengths, labels) -> (state, loss)`` and
-    ``infer_step(params, batch_stats, x, lengths) -> logits`` (to be jitted).
+def benchmark_run(cfg, workload: "Workload"):
+    """A :class:`jaxmusic.runs.Run` for synthetic inputs (no prepared set): the library's task
+    (genre, ``NUM_CLASSES`` classes) and model (``runs.make_model``) for the workload's shape."""
+    from jaxmusic import runs, tasks
 
-    ``state = {"params", "opt", "step", "batch_stats"}``; dropout keys are derived
-    inside with ``fold_in(key, step)``.
-    """
+    classes = tuple(f"class_{i}" for i in range(workload.num_classes))
+    task = tasks.make_task(cfg, classes)
+    t, f = workload.input.steps, workload.input.features
+    record = {"task": "genre", "data_kind": "genre", "label_names": list(classes), "class_counts": None,
+              "max_length": t, "num_features": f, "view": "mel", "normalize": False, "model": cfg.model.name}
+    return runs.Run(cfg, record, task, runs.make_model(cfg, task, f, t))
+
+
+def one_device_mesh():
+    from jax.sharding import Mesh
+
     import jax
-    import optax
+    from jaxmusic import parallel
 
-    rng = jax.random.PRNGKey(seed)
-
-    def variables(params, batch_stats):
-        return {"params": params, **({"batch_stats": batch_stats} if has_stats else {})}
-
-    def train_step(state, x, lengths, labels):
-        def loss_fn(p):
-            out = model.apply(variables(p, state["batch_stats"]), x, lengths, train=True,
-                              mutable=["batch_stats"] if has_stats else False,
-                              rngs={"dropout": jax.random.fold_in(rng, state["step"])})
-            out, mutated = out if has_stats else (out, {})
-            loss = optax.softmax_cross_entropy_with_integer_labels(out["output"], labels).mean()
-            return loss, mutated
-
-        (loss, mutated), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt = tx.update(grads, state["opt"], state["params"])
-        new = {"params": optax.apply_updates(state["params"], updates), "opt": opt,
-               "step": state["step"] + 1, "batch_stats": mutated.get("batch_stats", state["batch_stats"])}
-        return new, loss
-
-    def infer_step(params, batch_stats, x, lengths):
-        return model.apply(variables(params, batch_stats), x, lengths, train=False)["output"]
-
-    return train_step, infer_step
+    return Mesh(np.asarray(jax.devices()[:1]), (parallel.DATA_AXIS,))
 
 
-def jax_state(model, tx, x, lengths, seed: int):
-    """Initial ``state`` for :func:`jax_steps` (init on two examples, jitted)."""
-    import jax
-    import jax.numpy as jnp
+def parse_variant(variant: str) -> tuple[str, dict, dict, int]:
+    """``"jit_bf16_dp[query_chunk=256,xla_cpu_prefer_vector_width=512,spd=4]"`` ->
+    ``(base, model keywords, compiler options, steps per dispatch)``.
 
-    # RBG keys for init only (XLA compiles threefry initialisers slowly on CPU); the
-    # train step's dropout keys are threefry, as in jaxmusic.train.
-    variables = jax.jit(lambda r: model.init({"params": r, "dropout": r}, x[:2], lengths[:2], train=False))(
-        jax.random.key(seed, impl="rbg"))
-    params = variables["params"]
-    state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32),
-             "batch_stats": variables.get("batch_stats", {})}
-    return state, "batch_stats" in variables
+    Keys starting ``xla_`` are XLA compiler options added to the library's
+    (``jaxmusic.xla.step_compiler_options``); ``xla=none`` drops the library's options;
+    ``spd=K`` is ``train.steps_per_dispatch``; every other key is a model keyword."""
+    base, _, extra = variant.partition("[")
+    if base not in JAX_VARIANTS:
+        raise ValueError(f"unknown JAX variant {base!r} (one of {', '.join(JAX_VARIANTS)})")
+    model_args, options, spd = {}, {}, 1
+    for item in filter(None, extra.rstrip("]").split(",")):
+        key, _, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        if key == "spd":
+            spd = int(value)
+        elif key == "xla":
+            options["__library__"] = value
+        elif key.startswith("xla_"):
+            options[key] = value
+        else:
+            model_args[key] = value
+    return base, model_args, options, spd
 
 
-@dataclasses.dataclass(frozen=True)
-class DataParallel:
-    """How a jitted step is placed: one device (the default), or jaxmusic's own data
-    parallelism over every device (``jaxmusic.parallel``: the batch split on the mesh,
-    state replicated; on a CPU host run with ``--host-devices <cores>``)."""
-
-    mesh: Any = None
-
-    @classmethod
-    def over_all_devices(cls, batch_size: int) -> "DataParallel":
-        from jaxmusic import parallel
-
-        mesh = parallel.make_mesh()
-        if batch_size % mesh.size:
-            raise ValueError(f"batch {batch_size} does not split over {mesh.size} devices")
-        return cls(mesh)
-
-    @property
-    def devices(self) -> int:
-        return 1 if self.mesh is None else self.mesh.size
-
-    def _shardings(self):
-        from jaxmusic import parallel
-
-        return parallel.replicated(self.mesh), parallel.batch_sharding(self.mesh)
-
-    def put_state(self, state):
-        import jax
-
-        return state if self.mesh is None else jax.device_put(state, self._shardings()[0])
-
-    def put_batch(self, arrays):
-        import jax
-
-        return arrays if self.mesh is None else jax.device_put(arrays, self._shardings()[1])
-
-    def train_jit(self) -> dict:
-        """``jax.jit`` keywords of ``train_step(state, x, lengths, labels) -> (state, loss)``."""
-        if self.mesh is None:
-            return {"donate_argnums": 0}
-        rep, dat = self._shardings()
-        return {"donate_argnums": 0, "in_shardings": (rep, dat, dat, dat), "out_shardings": (rep, rep)}
-
-    def infer_jit(self) -> dict:
-        """``jax.jit`` keywords of ``infer_step(params, batch_stats, x, lengths) -> logits``."""
-        if self.mesh is None:
-            return {}
-        rep, dat = self._shardings()
-        return {"in_shardings": (rep, rep, dat, dat), "out_shardings": dat}
+def synthetic_batch(workload: "Workload") -> dict[str, np.ndarray]:
+    """A training batch as ``jaxmusic.data`` yields it: features, lengths, label, mask."""
+    b = workload.batch()
+    return {"features": b["features"], "lengths": b["lengths"], "label": b["labels"],
+            "mask": np.ones(workload.batch_size, bool)}
 
 
 class JaxVariant:
-    """jaxmusic's Flax model (``Model(build_backbone(...), ClassifierHead)``) under ``jax.jit``."""
+    """``jaxmusic train``'s own step on a synthetic batch.
+
+    The model comes from the library's config preset (``benchmark_config``), the
+    state from ``steps.init_state`` (TrainState, the configured optax chain with
+    clipping), the jitted steps from ``steps.compile_steps`` (the same call the train
+    loop makes, with the library's compiler options): nothing here is a copy.
+    """
 
     framework = "jax"
 
-    def __init__(self, workload: Workload, variant: str = "jit"):
+    def __init__(self, workload: "Workload", variant: str = "jit", base_config=None):
         import jax
 
-        self.workload, self.variant = workload, variant
-        # "jit", "jit_bf16", "jit_dp", "jit_bf16_dp", optionally with backbone keywords:
-        # "jit[unroll=4,chunk_size=128]".
-        base, _, extra = variant.partition("[")
-        if base not in JAX_VARIANTS:
-            raise ValueError(f"unknown JAX variant {base!r} (one of {', '.join(JAX_VARIANTS)})")
+        self.workload, self.variant, self.base_config = workload, variant, base_config
+        base, self.model_args, self.options, self.steps_per_call = parse_variant(variant)
         self.bf16 = base.startswith("jit_bf16")
         self.data_parallel = base.endswith("_dp")
-        self.model_args = {}
-        for item in filter(None, extra.rstrip("]").split(",")):
-            key, _, value = item.partition("=")
-            try:
-                self.model_args[key.strip()] = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
-                self.model_args[key.strip()] = value.strip()
         self.threads = None
         self.memory_kind = "cpu" if jax.default_backend() == "cpu" else "jax-device"
         self.info: dict[str, Any] = {}
 
-    def prepare(self) -> dict:
+    def compiler_options(self) -> dict:
         import jax
-        import jax.numpy as jnp
-        import optax
+
+        from jaxmusic import xla
+
+        options = dict(self.options)
+        library = options.pop("__library__", "default")
+        base = {} if library == "none" else xla.step_compiler_options(jax.default_backend())
+        return {**base, **options}
+
+    def build(self):
+        """``(run, mesh, state, batch)`` of this variant, on its devices."""
+        from jaxmusic import parallel, steps
 
         w = self.workload
-        model = jax_model({**w.model_cfg, **self.model_args}, w.input.features, w.input.steps,
-                          "bfloat16" if self.bf16 else None)
-        batch = w.batch()
-        self.x, self.lengths, self.labels = (jnp.asarray(batch["features"]), jnp.asarray(batch["lengths"]),
-                                             jnp.asarray(batch["labels"]))
-        tx = optax.adamw(LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-        self.state, has_stats = jax_state(model, tx, self.x, self.lengths, w.seed)
-        train_step, infer_step = jax_steps(model, tx, has_stats, w.seed + 1)
-        dp = DataParallel.over_all_devices(w.batch_size) if self.data_parallel else DataParallel()
-        devices = dp.devices
-        self.state = dp.put_state(self.state)
-        self.x, self.lengths, self.labels = dp.put_batch((self.x, self.lengths, self.labels))
-        args = (self.x, self.lengths, self.labels)
+        cfg = benchmark_config(w, "bfloat16" if self.bf16 else "float32", self.model_args, self.base_config)
+        run = benchmark_run(cfg, w)
+        if self.data_parallel:
+            mesh = parallel.make_mesh()
+            if w.batch_size % mesh.size:
+                raise ValueError(f"batch {w.batch_size} does not split over {mesh.size} devices")
+        else:
+            mesh = one_device_mesh()
+        state = steps.init_state(run, mesh, steps_per_epoch=1)
+        batch = synthetic_batch(w)
+        return run, mesh, state, batch
+
+    def prepare(self, batch: dict | None = None) -> dict:
+        """Build and compile; ``batch`` (numpy, as ``jaxmusic.data`` yields it) replaces the
+        synthetic one."""
+        from jaxmusic import parallel, steps
+
+        w = self.workload
+        self.run, self.mesh, self.state, synthetic = self.build()
+        batch = synthetic if batch is None else batch
+        devices = self.mesh.size
+        k = self.steps_per_call
+        self.batch = parallel.to_global(batch, self.mesh)
+        self.train_batch = self.batch if k == 1 else parallel.to_global(
+            {key: np.stack([v] * k) for key, v in batch.items()}, self.mesh, stacked=True)
+        options = self.compiler_options()
+        train, evaluate = steps.compile_steps(self.run, self.mesh, steps_per_dispatch=k, compiler_options=options)
         t0 = time.perf_counter()
-        self._train = jax.jit(train_step, **dp.train_jit()).lower(self.state, *args).compile()
+        self._train = train.lower(self.state, self.train_batch).compile()
         compile_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._infer = jax.jit(infer_step, **dp.infer_jit()).lower(self.state["params"], self.state["batch_stats"],
-                                                             self.x, self.lengths).compile()
+        self._infer = evaluate.lower(self.state, self.batch).compile()
         infer_compile_s = time.perf_counter() - t0
 
-        out = {"compile_s": compile_s, "infer_compile_s": infer_compile_s, "devices": devices}
+        out = {"compile_s": compile_s, "infer_compile_s": infer_compile_s, "devices": devices,
+               "compiler_options": options, "steps_per_dispatch": k, "config_dtype": self.run.config.train.dtype,
+               "clip_norm": self.run.config.train.clip_norm}
         for kind, compiled in (("train", self._train), ("infer", self._infer)):
-            # XLA counts one device's share of a partitioned program
-            out[f"flops_{kind}_xla"] = devices * float(_cost(compiled).get("flops", 0.0)) or None
+            # XLA counts one device's share of a partitioned program; a scan of K steps once
+            per_step = 1 if kind == "infer" else k
+            out[f"flops_{kind}_xla"] = devices * float(_cost(compiled).get("flops", 0.0)) / per_step or None
             loops = _has_loops(compiled)
             if w.family == "lstm":
                 out[f"flops_{kind}"] = lstm_model_flops(w.model_cfg, w.batch_size, w.input.steps,
                                                         w.input.features, train=kind == "train")
                 out["flops_source"] = "analytic (XLA counts a while loop body once)"
+            elif k > 1 and kind == "train":
+                out[f"flops_{kind}"] = None  # the scan body is counted once: not comparable
+                out["flops_source"] = "xla cost_analysis (steps per dispatch: train FLOPs not counted)"
             else:
                 out[f"flops_{kind}"] = out[f"flops_{kind}_xla"]
                 out["flops_source"] = "xla cost_analysis" + (" (has loops: undercounted)" if loops else "")
             try:
                 mem = compiled.memory_analysis()
                 out[f"xla_{kind}_bytes"] = devices * int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                                               + mem.output_size_in_bytes - mem.alias_size_in_bytes)
+                                                         + mem.output_size_in_bytes - mem.alias_size_in_bytes)
+                out[f"xla_{kind}_temp_bytes"] = devices * int(mem.temp_size_in_bytes)
             except Exception:  # pragma: no cover - not available on every backend
                 pass
         self.info.update(out)
@@ -338,17 +357,22 @@ class JaxVariant:
         return self.info.get("xla_train_bytes")
 
     def train_step(self) -> None:
-        self.state, loss = self._train(self.state, self.x, self.lengths, self.labels)
-        loss.block_until_ready()
+        """One dispatch: ``steps_per_call`` optimiser steps."""
+        self.state, metrics = self._train(self.state, self.train_batch)
+        metrics["loss"].block_until_ready()
 
     def infer_step(self) -> None:
-        self._infer(self.state["params"], self.state["batch_stats"], self.x, self.lengths).block_until_ready()
+        self._infer(self.state, self.batch)["output"].block_until_ready()
 
     def close(self) -> None:
         self.state = self._train = self._infer = None
 
 
 # --- PyTorch -------------------------------------------------------------------------------------
+
+JAX_ONLY_KEYS = {"name", "dtype", "param_dtype", "query_chunk", "remat", "attention", "tap_wgrad", "unroll",
+                 "chunk_size", "implementation"}
+
 
 def torch_device():
     import torch
@@ -359,7 +383,8 @@ def torch_device():
 def build_torch_model(workload: Workload, variant: str):
     from benchmarks import torch_models as tm
 
-    cfg = {k: v for k, v in workload.model_cfg.items() if k != "name"}
+    # the PyTorch models take the architecture only (no JAX implementation switches)
+    cfg = {k: v for k, v in workload.model_cfg.items() if k not in JAX_ONLY_KEYS}
     f, t = workload.input.features, workload.input.steps
     family = workload.family
     if family == "lstm":
@@ -420,22 +445,32 @@ class TorchVariant:
         self.x = torch.from_numpy(batch["features"]).to(self.device)
         self.lengths = torch.from_numpy(batch["lengths"]).long().to(self.device)
         self.labels = torch.from_numpy(batch["labels"]).long().to(self.device)
+        recipe = train_recipe()
+        self.clip_norm = recipe["clip_norm"]
+        kw = dict(lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"])
         try:
-            self.opt = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
-                                         fused=True)
+            self.opt = torch.optim.AdamW(self.model.parameters(), fused=True, **kw)
             self.info["optimizer"] = "AdamW(fused=True)"
         except (RuntimeError, TypeError):
-            self.opt = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+            self.opt = torch.optim.AdamW(self.model.parameters(), **kw)
             self.info["optimizer"] = "AdamW"
+        self.info["clip_norm"] = self.clip_norm
+        self.autocast = self.variant.endswith("_bf16")
         self.fn = self.model
-        if self.variant == "compile":
+        if self.variant.startswith("compile"):
             torch._dynamo.reset()
             self.fn = torch.compile(self.model, dynamic=False)
 
         def train_step():
+            # the library's step: cross-entropy, backward, clipping at the recipe's norm, AdamW;
+            # "_bf16": autocast to bfloat16 (float32 parameters and optimiser)
             self.opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.fn(self.x, self.lengths), self.labels)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.fn(self.x, self.lengths)
+            loss = F.cross_entropy(logits.float(), self.labels)
             loss.backward()
+            if self.clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
             self.opt.step()
             return loss
 
@@ -448,8 +483,9 @@ class TorchVariant:
         self.infer_step()
         first_infer = time.perf_counter() - t0
         # Eager PyTorch compiles nothing: its compile time is None (not applicable).
-        out = {"compile_s": first_train if self.variant == "compile" else None,
-               "infer_compile_s": first_infer if self.variant == "compile" else None,
+        compiled = self.variant.startswith("compile")
+        out = {"compile_s": first_train if compiled else None,
+               "infer_compile_s": first_infer if compiled else None,
                "first_step_s": first_train, "first_infer_s": first_infer}
         self.info.update(out)
         return out
@@ -465,7 +501,8 @@ class TorchVariant:
 
         self._threads()
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.autocast):
             self.fn(self.x, self.lengths)
         self._sync()
         self.model.train()
@@ -477,7 +514,7 @@ class TorchVariant:
         import torch
 
         self.model = self.fn = self.opt = self._train = None
-        if self.variant == "compile":
+        if self.variant.startswith("compile"):
             torch._dynamo.reset()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

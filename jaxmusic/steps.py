@@ -24,7 +24,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from jaxmusic import checkpoint, parallel
+from jaxmusic import checkpoint, parallel, xla
 from jaxmusic.runs import Run
 
 
@@ -205,10 +205,15 @@ def eval_step_fn(run: Run) -> Callable:
     return eval_step
 
 
-def compile_steps(run: Run, mesh, *, freeze_backbone: bool = False, steps_per_dispatch: int = 1):
+def compile_steps(run: Run, mesh, *, freeze_backbone: bool = False, steps_per_dispatch: int = 1,
+                  compiler_options: dict | None = None):
     """``(train_step, eval_step)`` jitted over ``mesh``: the batch split along ``data``,
     state replicated and donated. With ``steps_per_dispatch = K > 1`` the train step
-    takes K stacked batches ``[K, B, ...]`` (see :func:`scan_steps`)."""
+    takes K stacked batches ``[K, B, ...]`` (see :func:`scan_steps`). ``compiler_options``:
+    XLA options of both steps (default: :func:`jaxmusic.xla.step_compiler_options` of the
+    backend; ``{}`` for XLA's own defaults)."""
+    if compiler_options is None:
+        compiler_options = xla.step_compiler_options(jax.default_backend())
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     train = train_step_fn(run, freeze_backbone)
     batch_sharding = data
@@ -216,9 +221,10 @@ def compile_steps(run: Run, mesh, *, freeze_backbone: bool = False, steps_per_di
         train = scan_steps(train)
         batch_sharding = parallel.stacked_batch_sharding(mesh)
     train_jit = jax.jit(train, in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
-                        donate_argnums=0)
+                        donate_argnums=0, compiler_options=compiler_options)
     eval_jit = jax.jit(eval_step_fn(run), in_shardings=(repl, data),
-                       out_shardings={"output": data, "latent": data, "loss": repl})
+                       out_shardings={"output": data, "latent": data, "loss": repl},
+                       compiler_options=compiler_options)
     return train_jit, eval_jit
 
 

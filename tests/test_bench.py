@@ -128,18 +128,19 @@ import json, sys
 import jax, numpy as np
 from benchmarks import variants as V
 assert jax.device_count() == 2, jax.devices()
-w = V.Workload("cnn", V.QUICK_MODELS["cnn"], V.QUICK_INPUTS["beat_mel"], 4)
+w = V.Workload("cnn", V.model_config("cnn", quick=True), V.QUICK_INPUTS["beat_mel"], 4)
 out = {}
 for name in ("jit", "jit_dp"):
     v = V.JaxVariant(w, name)
     info = v.prepare()
-    logits = np.asarray(v._infer(v.state["params"], v.state["batch_stats"], v.x, v.lengths)).tolist()
+    logits = np.asarray(v._infer(v.state, v.batch)["output"]).tolist()
     v.train_step()
-    mu = v.state["opt"][0].mu  # AdamW's first moment after one step: 0.1 x the gradient
+    mu = v.state.opt_state[1][0].mu  # AdamW's first moment after one step: 0.1 x the clipped gradient
     out[name] = {"grads": [(10 * np.asarray(g)).ravel().tolist() for g in jax.tree.leaves(mu)],
-                 "stats": [np.asarray(s).ravel().tolist() for s in jax.tree.leaves(v.state["batch_stats"])],
+                 "stats": [np.asarray(s).ravel().tolist() for s in jax.tree.leaves(v.state.batch_stats)],
                  "logits": logits,
-                 "shards": len(v.x.sharding.device_set), "flops": info["flops_train"], "devices": info["devices"]}
+                 "shards": len(v.batch["features"].sharding.device_set), "flops": info["flops_train"],
+                 "devices": info["devices"]}
 print(json.dumps(out))
 """
 
@@ -168,3 +169,105 @@ def test_data_parallel_variant_takes_the_same_step():
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(dp["logits"], single["logits"], rtol=1e-4, atol=1e-5)
     assert dp["flops"] == pytest.approx(single["flops"], rel=0.05)
+
+
+# --- the GPU sweep's CPU smoke run, with the modules the GPU machine lacks blocked ---------
+
+GPU_MACHINE_LACKS = ("tensorflow", "librosa")
+BLOCKED_RUN = """
+import runpy, sys
+BLOCKED = {blocked!r}
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked on the GPU machine: " + name)
+sys.meta_path.insert(0, Blocker())
+sys.argv = ["benchmarks.gpu", *{argv!r}]
+try:
+    runpy.run_module("benchmarks.gpu", run_name="__main__")
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+import json
+print("MODULES " + json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
+sys.exit(code)
+"""
+
+
+def test_gpu_sweep_quick_runs_without_tensorflow_or_librosa(tmp_path):
+    """benchmarks/gpu.sh's sweep (benchmarks.gpu --quick) end to end on CPU, in a process where
+    importing tensorflow or librosa fails: results.json and RESULTS.md are written, every JAX
+    and PyTorch variant of the headline section ran, and neither module was imported."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", OMP_WAIT_POLICY="PASSIVE")
+    script = BLOCKED_RUN.format(blocked=GPU_MACHINE_LACKS, argv=[str(out), "--quick"])
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = json.loads(proc.stdout.strip().splitlines()[-1].removeprefix("MODULES "))
+    assert not set(GPU_MACHINE_LACKS) & set(modules)
+    assert {"jax", "flax", "optax", "torch"} <= set(modules)
+    results = json.loads((out / "results.json").read_text())
+    assert results["gpu_sweep"]["sections_done"] == ["headline", "lstm", "batch sizes"]
+    ok = {(r["model"], r["framework"], r["variant"], r["batch_size"]) for r in results["records"]
+          if r["status"] == "ok"}
+    for model in ("cnn", "ast_tiny"):
+        for fw, v in (("jax", "jit"), ("jax", "jit_bf16"), ("torch", "eager"), ("torch", "eager_bf16")):
+            assert (model, fw, v, 2) in ok, (model, fw, v)
+    assert {("lstm", "jax", "jit", 2), ("lstm", "torch", "eager", 2), ("cnn", "jax", "jit", 4)} <= ok
+    for r in results["records"]:
+        assert r["train_samples_per_s"] > 0 and r["peak_mem_mb"] is not None
+    assert "benchmarks.run --quick" in (out / "RESULTS.md").read_text()
+
+
+# --- the benchmark times `jaxmusic train`'s own step ---------------------------------------
+
+def test_benchmark_step_is_the_train_loops_step(tiny_prepared, tmp_path):
+    """One `jaxmusic train` step (the real loop: tiny CNN config, one batch, one epoch, its
+    final checkpoint) and one step of benchmarks.variants.JaxVariant from the same initial
+    parameters on the same batch give identical parameters and batch statistics."""
+    import jax
+    import numpy as np
+
+    from benchmarks import variants as V
+    from jaxmusic import checkpoint, runs, steps
+    from jaxmusic.config import load_config
+    from jaxmusic.data.pipeline import resolve_cache, train_batches
+    from jaxmusic.train import train
+
+    cfg = load_config("configs/tiny/cnn.py", [f"data.prepared={tiny_prepared}", "train.epochs=1",
+                                               "train.overfit_batches=1", "train.patience=0"])
+    workdir = tmp_path / "run"
+    train(cfg, workdir, progress=False)
+    trained, _ = checkpoint.load_variables(workdir, which="latest")
+
+    # the loop's batch (overfit mode: the first batch of epoch 0), rebuilt as train.py reads it
+    run = runs.build_run(cfg)
+    cache, _ = resolve_cache(cfg.data.cache, run.pset, "train", cfg.data.view, run.max_length)
+    pcfg = run.pipeline_config(cfg.train.batch_size, seed=cfg.train.seed, cache=cache,
+                               shuffle_buffer=cfg.data.shuffle_buffer, bucket_boundaries=())
+    batch = next(iter(train_batches(run.pset, "train", pcfg, epoch=0, process_index=0, process_count=1,
+                                    steps=1)))
+
+    w = V.Workload("cnn", dict(cfg.model), V.Input("tiny", run.max_length, run.num_features,
+                                                    (1, run.max_length)), cfg.train.batch_size,
+                   seed=cfg.train.seed, num_classes=len(run.pset.classes))
+    variant = V.JaxVariant(w, "jit", base_config=cfg)
+    _, mesh, state, _ = variant.build()
+    assert jax.tree.structure(state.params) == jax.tree.structure(trained["params"])
+    # the benchmark starts from the loop's initial parameters (init_state of the same config)
+    loop_state = steps.init_state(run, mesh, 1)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(loop_state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    variant.prepare(batch={k: batch[k] for k in ("features", "lengths", "label", "mask")})
+    variant.train_step()
+    assert int(variant.state.step) == 1
+    for got, ref in ((variant.state.params, trained["params"]), (variant.state.batch_stats, trained["batch_stats"])):
+        assert jax.tree.structure(got) == jax.tree.structure(ref)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

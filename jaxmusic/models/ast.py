@@ -30,11 +30,13 @@ inside the MLP, as timm's ``drop_rate``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxmusic.models import masks, precision
 
@@ -58,8 +60,105 @@ def patch_grid(fdim: int, tdim: int, patch: int = 16, fstride: int = 10, tstride
     return (fdim - patch) // fstride + 1, (tdim - patch) // tstride + 1
 
 
+def _masked_logits(q, k, kv_lengths, product):
+    """``[B, N, Q, S]`` scaled logits, float32, ``finfo.min`` on the keys at or after ``kv_lengths``."""
+    logits = product("bqnh,bknh->bnqk", q, k) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+    valid = jnp.arange(k.shape[1])[None, :] < kv_lengths[:, None]  # [B, S]
+    return jnp.where(valid[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+
+
+def _plain_attention(q, k, v, kv_lengths, policy):
+    weights = jax.nn.softmax(_masked_logits(q, k, kv_lengths, policy.product), axis=-1).astype(v.dtype)
+    return policy.product("bnqk,bknh->bqnh", weights, v).astype(v.dtype)
+
+
+def query_chunks(queries: int, chunk: int | None) -> tuple[int, int]:
+    """``(number, size)`` of query blocks of at most ``chunk`` queries, as even as possible
+    (1538 queries in blocks of at most 256: 7 blocks of 220, the last 2 rows padding)."""
+    if not chunk or queries <= chunk:
+        return 1, queries
+    number = -(-queries // int(chunk))
+    return number, -(-queries // number)
+
+
+def _blocks(x, number, size):
+    """``[B, Q, ...] -> [number, B, size, ...]`` (zero rows appended up to ``number * size``)."""
+    x = jnp.pad(x, ((0, 0), (0, number * size - x.shape[1])) + ((0, 0),) * (x.ndim - 2))
+    return jnp.moveaxis(x.reshape(x.shape[0], number, size, *x.shape[2:]), 1, 0)
+
+
+def _unblock(x, queries):
+    return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], -1, *x.shape[3:])[:, :queries]
+
+
+def _block_forward(qb, k, v, kv_lengths, policy):
+    """One query block: output ``[B, c, N, H]`` and the log-sum-exp of its logits ``[B, N, c]``."""
+    logits = _masked_logits(qb, k, kv_lengths, policy.product)
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    e = jnp.exp(logits - top)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    out = policy.product("bnqk,bknh->bqnh", (e / total).astype(v.dtype), v).astype(v.dtype)
+    return out, (top + jnp.log(total))[..., 0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def chunked_attention(q, k, v, kv_lengths, chunk: int, policy: precision.Policy):
+    """:func:`attention`'s maths, the queries in blocks of at most ``chunk`` (flash-style).
+
+    Forward: one block at a time (``lax.map``), keeping the output and each row's
+    log-sum-exp. Backward (custom VJP): block by block again, the weights recomputed
+    as ``exp(logits - lse)``, ``dq`` per block and ``dk``/``dv`` accumulated. Only
+    ``[B, N, chunk, S]`` logits ever exist (the plain form holds ``[B, N, Q, S]`` several
+    times over), and the residuals are ``q, k, v``, the output and ``lse``.
+    """
+    return _chunked_forward(q, k, v, kv_lengths, chunk, policy)[0]
+
+
+def _chunked_forward(q, k, v, kv_lengths, chunk, policy):
+    number, size = query_chunks(q.shape[1], chunk)
+    out, lse = lax.map(lambda qb: _block_forward(qb, k, v, kv_lengths, policy), _blocks(q, number, size))
+    return _unblock(out, q.shape[1]), (number, size, lse)
+
+
+def _chunked_fwd(q, k, v, kv_lengths, chunk, policy):
+    out, (_, _, lse) = _chunked_forward(q, k, v, kv_lengths, chunk, policy)
+    return out, (q, k, v, kv_lengths, out, lse)
+
+
+def _chunked_bwd(chunk, policy, res, g):
+    q, k, v, kv_lengths, out, lse = res
+    queries = q.shape[1]
+    number, size = query_chunks(queries, chunk)
+    scale = 1.0 / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+    # backward products: bfloat16 operands under the CPU bf16 policy, the contracted axes of
+    # the left operand last (precision.einsum_last); float32 otherwise
+    product = precision.einsum_last if policy.einsum is not None else policy.product
+    g = g.astype(jnp.float32)
+    # delta = rowsum(dO * O): the softmax gradient's correction term, [B, N, Q]
+    delta = jnp.einsum("bqnh,bqnh->bnq", g, out.astype(jnp.float32))
+
+    def step(carry, xs):
+        dk, dv = carry
+        qb, gb, lse_b, delta_b = xs
+        weights = jnp.exp(_masked_logits(qb, k, kv_lengths, policy.product) - lse_b[..., None])
+        dv = dv + product("bnqk,bqnh->bknh", weights, gb)
+        dweights = product("bqnh,bknh->bnqk", gb, v)
+        dlogits = weights * (dweights - delta_b[..., None]) * scale
+        dq = product("bnqk,bknh->bqnh", dlogits, k)
+        dk = dk + product("bnqk,bqnh->bknh", dlogits, qb)
+        return (dk, dv), dq
+
+    zeros = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
+    deltas = jnp.moveaxis(_blocks(jnp.moveaxis(delta, 2, 1), number, size), 3, 2)  # [nb, B, N, c]
+    (dk, dv), dq = lax.scan(step, zeros, (_blocks(q, number, size), _blocks(g, number, size), lse, deltas))
+    return _unblock(dq, queries).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+chunked_attention.defvjp(_chunked_fwd, _chunked_bwd)
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_lengths: jax.Array, implementation: str,
-              policy: precision.Policy | None = None) -> jax.Array:
+              policy: precision.Policy | None = None, query_chunk: int | None = None) -> jax.Array:
     """Multi-head attention ``[B, Q, N, H] x [B, S, N, H] -> [B, Q, N, H]`` over the first ``kv_lengths`` keys.
 
     ``"cudnn"``: ``jax.nn.dot_product_attention`` (cuDNN flash attention, GPU, 16-bit
@@ -67,15 +166,14 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_lengths: jax.Array, i
     this measured ~25% faster (fwd+bwd) than ``jax.nn.dot_product_attention``'s own
     XLA path, which builds its mask and head groups with extra transposes. The two
     products follow ``policy`` (bfloat16 operands on CPU under bfloat16 compute).
+    With ``query_chunk`` (and more queries than that), :func:`chunked_attention`.
     """
     if implementation == "cudnn":
         return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_lengths, implementation="cudnn")
     policy = policy or precision.policy(q.dtype)
-    logits = policy.product("bqnh,bknh->bnqk", q, k) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
-    valid = jnp.arange(k.shape[1])[None, :] < kv_lengths[:, None]  # [B, S]
-    logits = jnp.where(valid[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return policy.product("bnqk,bknh->bqnh", weights, v).astype(v.dtype)
+    if query_chunks(q.shape[1], query_chunk)[0] == 1:
+        return _plain_attention(q, k, v, kv_lengths, policy)
+    return chunked_attention(q, k, v, kv_lengths, int(query_chunk), policy)
 
 
 class MLP(nn.Module):
@@ -110,9 +208,10 @@ class EncoderBlock(nn.Module):
     policy: precision.Policy
     param_dtype: Dtype
     query_tokens: int | None = None
+    query_chunk: int | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, kv_lengths: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, kv_lengths: jax.Array, train: bool) -> jax.Array:
         batch, tokens, dim = x.shape
         head_dim, p = dim // self.num_heads, self.policy
         y = nn.LayerNorm(epsilon=1e-6, dtype=p.dtype, param_dtype=self.param_dtype, name="norm1")(x)
@@ -121,7 +220,7 @@ class EncoderBlock(nn.Module):
         q, k, v = jnp.split(qkv.reshape(batch, tokens, 3, self.num_heads, head_dim), 3, axis=2)
         if self.query_tokens is not None:
             x, q = x[:, : self.query_tokens], q[:, : self.query_tokens]
-        y = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], kv_lengths, self.attention, p)
+        y = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], kv_lengths, self.attention, p, self.query_chunk)
         y = nn.Dense(dim, dtype=p.dtype, param_dtype=self.param_dtype, kernel_init=_init,
                      dot_general=p.dense, name="proj")(y.reshape(batch, x.shape[1], dim))
         x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
@@ -146,6 +245,9 @@ class ASTBackbone(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention: str = "auto"  # "auto": cuDNN flash attention on GPU for 16-bit dtypes, else XLA
+    # XLA attention: queries in blocks of at most this many (None or 0: all at once); see attention()
+    query_chunk: int | None = None
+    remat: bool = False  # recompute each block's activations in the backward pass (jax.checkpoint)
 
     @property
     def feature_size(self) -> int:
@@ -213,12 +315,14 @@ class ASTBackbone(nn.Module):
         valid_t = masks.valid_patches(lengths, self.patch_size, self.tstride, t_dim)
         kv_lengths = (2 + valid_t * f_dim).astype(jnp.int32)
         implementation = self._attention_implementation()
+        block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
         for i in range(self.depth):
-            x = EncoderBlock(
+            x = block(
                 self.num_heads, self.mlp_ratio, self.dropout, implementation, policy, self.param_dtype,
                 query_tokens=2 if i == self.depth - 1 else None,  # only the two summary tokens are read
+                query_chunk=self.query_chunk,
                 name=f"block_{i}",
-            )(x, kv_lengths, train=train)
+            )(x, kv_lengths, train)
         x = nn.LayerNorm(epsilon=1e-6, dtype=dtype, param_dtype=self.param_dtype, name="norm")(x[:, :2])
         return (x[:, 0] + x[:, 1]) / 2
 

@@ -68,16 +68,16 @@ def _conv(x, w, pads):
     return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_tap_wgrad(x, w, pads):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_tap_wgrad(x, w, pads, sequential):
     return _conv(x, w, pads)
 
 
-def _conv_tap_wgrad_fwd(x, w, pads):
+def _conv_tap_wgrad_fwd(x, w, pads, sequential):
     return _conv(x, w, pads), (x, w)
 
 
-def _conv_tap_wgrad_bwd(pads, res, g):
+def _conv_tap_wgrad_bwd(pads, sequential, res, g):
     x, w = res
     dx = jax.vjp(lambda x: _conv(x, w, pads), x)[1](g)[0]  # XLA's transposed convolution
     # Weight gradient: one product per kernel tap, the shifted input against the output
@@ -86,10 +86,19 @@ def _conv_tap_wgrad_bwd(pads, res, g):
     _, steps, freqs, _ = g.shape
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     gm = g.reshape(-1, cout)
-    taps = [lax.dot_general(xp[:, i:i + steps, j:j + freqs].reshape(-1, cin), gm, (((0,), (0,)), ((), ())),
-                            preferred_element_type=w.dtype)
-            for i in range(kh) for j in range(kw)]
-    return dx, jnp.stack(taps).reshape(kh, kw, cin, cout)
+
+    def tap(index):
+        i, j = index // kw, index % kw
+        shifted = lax.dynamic_slice(xp, (0, i, j, 0), (xp.shape[0], steps, freqs, cin))
+        return lax.dot_general(shifted.reshape(-1, cin), gm, (((0,), (0,)), ((), ())),
+                               preferred_element_type=w.dtype)
+
+    if sequential:
+        # one tap at a time (lax.map): one shifted copy of the input alive, not kh * kw of them
+        taps = lax.map(tap, jnp.arange(kh * kw))
+    else:
+        taps = jnp.stack([tap(jnp.int32(n)) for n in range(kh * kw)])
+    return dx, taps.reshape(kh, kw, cin, cout)
 
 
 _conv_tap_wgrad.defvjp(_conv_tap_wgrad_fwd, _conv_tap_wgrad_bwd)
@@ -97,7 +106,7 @@ _conv_tap_wgrad.defvjp(_conv_tap_wgrad_fwd, _conv_tap_wgrad_bwd)
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-                         preferred_element_type=None):
+                         preferred_element_type=None, sequential_taps: bool = True):
     """``lax.conv_general_dilated`` whose weight gradient is computed tap by tap.
 
     For the stride-1, undilated NHWC/HWIO convolutions of this model, the weight
@@ -105,6 +114,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     of XLA:CPU's weight-gradient convolution, which runs at 20-45 GFLOP/s on these
     shapes against 40-60 for the products (benchmarks/NOTES.md, entry 9). The value,
     the input gradient and every other case are ``lax.conv_general_dilated``'s.
+    ``sequential_taps``: the taps one after another (``lax.map``), so that one shifted
+    copy of the input exists at a time (NOTES.md, entry 12); else all at once.
     """
     plain = (tuple(window_strides) == (1, 1) and tuple(lhs_dilation or (1, 1)) == (1, 1)
              and tuple(rhs_dilation or (1, 1)) == (1, 1) and feature_group_count == 1
@@ -116,7 +127,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                         precision=precision, preferred_element_type=preferred_element_type)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-    return _conv_tap_wgrad(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding))
+    return _conv_tap_wgrad(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding), bool(sequential_taps))
 
 
 class CNNBackbone(nn.Module):
@@ -129,6 +140,7 @@ class CNNBackbone(nn.Module):
     momentum: float = 0.9
     epsilon: float = 1e-5
     tap_wgrad: bool = True  # weight gradients as per-tap products (see conv_general_dilated)
+    sequential_taps: bool = True  # those products one tap at a time (less memory)
 
     @property
     def feature_size(self) -> int:
@@ -157,7 +169,8 @@ class CNNBackbone(nn.Module):
                 padding="SAME",
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
-                conv_general_dilated=conv_general_dilated if self.tap_wgrad else None,
+                conv_general_dilated=(functools.partial(conv_general_dilated, sequential_taps=self.sequential_taps)
+                                      if self.tap_wgrad else None),
                 name=f"conv_{level}",
             )(x)
             x = nn.BatchNorm(

@@ -107,6 +107,7 @@ def _einsum_last(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
+einsum_last = _einsum_last  # for other custom VJPs' backward products (models.ast)
 
 
 @dataclasses.dataclass(frozen=True)
