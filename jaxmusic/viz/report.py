@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import re
 from pathlib import Path
+
+import numpy as np
 
 from jaxmusic.viz import curves
 
@@ -172,6 +175,14 @@ class RunInfo:
         self.model = self.info.get("model") or self.config.get("model", {}).get("name", "?")
         self.set = self.info.get("set") or self.config.get("data", {}).get("set", "?")
         self.view = self.info.get("view") or self.config.get("data", {}).get("view", "?")
+        # "classic": a `jaxmusic baselines` model on handcrafted features; else a deep run.
+        self.kind = self.info.get("kind") or self.config.get("kind") or "deep"
+
+    @property
+    def seeds(self) -> dict | None:
+        """``metrics.json``'s ``seeds``: mean and std of the headline metrics over seeds."""
+        s = (self.metrics or {}).get("seeds")
+        return s if isinstance(s, dict) and s.get("count") else None
 
     def _load(self, name: str):
         path = self.dir / name
@@ -204,8 +215,18 @@ class RunInfo:
         val_report = m.get("validation") or {}
         validation = _dotted(val_report, metric) if val_report else best_val
         out = {"metric": "–", "value": None, "macro_f1": None, "validation": validation,
-               "validation_metric": metric,
+               "validation_metric": metric, "over_seeds": None,
                "best_epoch": m.get("best_epoch") or best_epoch}
+        seeds = self.seeds
+        if seeds:
+            part = seeds.get("test") or seeds.get("validation") or {}
+            key = "macro_f1" if self.task == "genre" else "spearman_mean"
+            stat = part.get(key) or {}
+            if stat.get("mean") is not None:
+                label = "test macro F1" if self.task == "genre" and seeds.get("test") else \
+                    "validation " + ("macro F1" if self.task == "genre" else "Spearman mean")
+                out["over_seeds"] = (f"{label} {stat['mean']:.3f} ± {stat.get('std', 0):.3f} "
+                                     f"({seeds['count']} seeds)")
         if self.task == "genre":
             tests = m.get("test") or {}
             own = self.set if self.set in tests else next(iter(tests), None)
@@ -235,20 +256,78 @@ def summary_table(runs: list[RunInfo]) -> str:
     rows = []
     for r in runs:
         h = r.headline()
-        rows.append([link_cell(r.name, r.anchor), r.task, r.model, r.set, r.view,
-                     len(r.history), h["best_epoch"], h["metric"], h["value"], h["macro_f1"],
-                     h["validation_metric"], h["validation"]])
+        rows.append([link_cell(r.name, r.anchor), r.kind, r.task, r.model, r.set, r.view,
+                     len(r.history) if r.kind != "classic" else None, h["best_epoch"],
+                     h["metric"], h["value"], h["macro_f1"], h["validation_metric"],
+                     h["validation"], h["over_seeds"]])
     return ('<div class="scroll">'
-            + table(["run", "task", "model", "set", "view", "epochs", "best epoch",
+            + table(["run", "kind", "task", "model", "set", "view", "epochs", "best epoch",
                      "headline metric", "value", "macro F1", "selection metric",
-                     "validation"], rows, cls="summary")
+                     "validation", "over seeds"], rows, cls="summary")
             + '</div><p class="muted">headline: the test accuracy on the run\'s own set for '
             "genre runs, the validation Spearman mean for regression runs; validation: the "
-            "selection metric of the evaluated (best) checkpoint.</p>")
+            "selection metric of the evaluated (best) checkpoint. Classic runs (`jaxmusic "
+            "baselines`, handcrafted features) report seed 0 here, and mean ± sample std over "
+            "their seeds under \"over seeds\".</p>")
+
+
+def comparison_figure(runs: list[RunInfo]) -> str:
+    """One bar chart of every scored run, classic and deep side by side: test accuracy
+    and macro F1 for genre runs (error bars: std over seeds where there are seeds),
+    the Spearman mean for regression runs."""
+    from jaxmusic.viz import use_agg
+
+    groups = {"genre": [], "regression": []}
+    for r in runs:
+        h = r.headline()
+        if h["value"] is None:
+            continue
+        seeds = r.seeds or {}
+        if r.task == "genre":
+            part = seeds.get("test") or {}
+            acc, f1 = part.get("accuracy") or {}, part.get("macro_f1") or {}
+            groups["genre"].append((r.name, r.kind,
+                                    [acc.get("mean", h["value"]), f1.get("mean", h["macro_f1"])],
+                                    [acc.get("std", 0.0), f1.get("std", 0.0)]))
+        else:
+            stat = (seeds.get("validation") or {}).get("spearman_mean") or {}
+            groups["regression"].append((r.name, r.kind, [stat.get("mean", h["value"])],
+                                         [stat.get("std", 0.0)]))
+    panels = [(k, v) for k, v in groups.items() if v]
+    if not panels:
+        return ""
+    plt = use_agg()
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(max(6.0, 0.5 * sum(len(v) for _, v in panels) + 3), 4.8))
+    for ax, (task, items) in zip(axes[0], panels):
+        labels = ["test accuracy", "test macro F1"] if task == "genre" else ["Spearman mean"]
+        x = np.arange(len(items))
+        width = 0.8 / len(labels)
+        for j, label in enumerate(labels):
+            vals = [v[j] if v[j] is not None else np.nan for _, _, v, _ in items]
+            errs = [e[j] or 0.0 for _, _, _, e in items]
+            ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, yerr=errs, capsize=3,
+                   label=label)
+        ax.set_xticks(x, [f"{n}{' (classic)' if k == 'classic' else ''}" for n, k, _, _ in items],
+                      rotation=60, ha="right", fontsize=7)
+        ax.set_title("genre runs" if task == "genre" else "regression runs (validation)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    cap = ("classic and deep runs side by side (error bars: sample std over seeds, where a "
+           "run has seeds)")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(cap)}">'
+            f"<figcaption>{esc(cap)}</figcaption></figure>")
 
 
 def key_settings(r: RunInfo) -> str:
     c = r.config
+    if r.kind == "classic":
+        return classic_settings(r)
     data, model, train, loss = (c.get(k, {}) for k in ("data", "model", "train", "loss"))
     model_args = ", ".join(f"{k}={setting(v)}" for k, v in model.items() if k != "name")
     rows = [("name", c.get("name", r.name)), ("task", r.task),
@@ -282,6 +361,40 @@ def key_settings(r: RunInfo) -> str:
     out.append("<details><summary>full config (config.json)</summary><pre>"
                + esc(json.dumps(c, indent=2, sort_keys=True)) + "</pre></details>")
     return "\n".join(out)
+
+
+def classic_settings(r: RunInfo) -> str:
+    c, m = r.config, r.metrics or {}
+    b = c.get("baseline", {})
+    params = ", ".join(f"{k}={setting(v)}" for k, v in c.get("model", {}).items() if k != "name")
+    rows = [("name", c.get("name", r.name)), ("kind", "classic (jaxmusic baselines)"),
+            ("task", r.task), ("model", r.model + (f" ({params})" if params else "")),
+            ("data", f"{r.set}, {b.get('features', '?')} handcrafted features per clip"
+             + (" (with audio features)" if b.get("audio_features") else "")),
+            ("seeds", setting(b.get("seeds"))),
+            ("validation fraction", setting(b.get("validation_fraction"))),
+            ("grid search", f"yes, {b.get('folds')} folds" if b.get("search") else "no")]
+    if m.get("voting_members"):
+        rows.append(("voting members (per seed)", "; ".join(", ".join(v)
+                                                           for v in m["voting_members"])))
+    if m.get("fit_s") is not None:
+        rows.append(("fit time, all seeds (s)", setting(m["fit_s"])))
+    return table(["setting", "value"], rows) + (
+        "<details><summary>full config (config.json)</summary><pre>"
+        + esc(json.dumps(c, indent=2, sort_keys=True)) + "</pre></details>")
+
+
+def seeds_table(m: dict) -> str:
+    s = m.get("seeds") or {}
+    rows = []
+    for part in ("validation", "test"):
+        for k, stat in (s.get(part) or {}).items():
+            rows.append([part, k, stat.get("mean"), stat.get("std"),
+                         ", ".join(fmt(v) for v in stat.get("values", []))])
+    if not rows:
+        return ""
+    return (f"<h4>over {esc(s.get('count'))} seeds (mean, sample std)</h4>"
+            + table(["split", "metric", "mean", "std", "per seed"], rows))
 
 
 def genre_results(m: dict) -> str:
@@ -392,6 +505,7 @@ def run_section(r: RunInfo) -> str:
     if r.metrics:
         out.append(genre_results(r.metrics) if r.task == "genre"
                    else regression_results(r.metrics))
+        out.append(seeds_table(r.metrics))
     else:
         best, value = r.best_validation()
         msg = "not evaluated yet (no metrics.json)"
@@ -449,6 +563,7 @@ def build_report(runs_dir: str | Path, bench: str | Path | None = None,
     body.append("<h2>summary</h2>")
     body.append(summary_table(runs) if runs else
                 '<p class="warn">no runs found (no folder with config.json)</p>')
+    body.append(comparison_figure(runs))
     loose_comparisons = [p for p in sorted(root.rglob("comparison*.json"))
                          if p.parent.resolve() not in run_dirs
                          and not SKIP_DIRS.intersection(p.relative_to(root).parts)]

@@ -1,0 +1,374 @@
+"""Classic baselines on a lab set, written as run directories beside the deep runs.
+
+For every model and every seed ``s`` in ``0 .. seeds-1``: the training split is
+cut into train and validation exactly as ``jaxmusic prepare --seed s`` cuts it
+(:func:`jaxmusic.data.tfrecords.split_train_validation`: stratified by class,
+whole groups where the set has ``train_groups.txt``), the model is fitted on
+the train part and scored on validation and on the set's test split. Seed 0's
+scores are the run's ``metrics.json`` (the deep runs' format: accuracy,
+macro/micro/weighted F1, per-class report, confusion matrix; Spearman per axis
+for regression); ``seeds`` there holds every seed's headline numbers and their
+mean and sample standard deviation (``ddof=1``).
+
+``search``: a grid search (:mod:`jaxmusic.baselines.models` grids) with
+``folds``-fold cross-validation on seed 0's train part, stratified and
+group-aware (``StratifiedGroupKFold`` / ``GroupKFold`` when the set has groups),
+scored by macro F1 (genre) or mean Spearman (regression); the best parameters
+are then used for every seed.
+
+``voting``: per seed, soft voting (mean class probabilities; regression: mean
+prediction) over the three other models with the best validation score.
+
+Recorded skips (in ``baselines.json`` and printed, never a traceback): an
+optional package that is missing (its model), features constant over the
+training clips (dropped). Refused with a one-line :class:`DatasetError`: a class
+with fewer training clips than ``folds`` under ``search``, NaN in an array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxmusic import metrics
+from jaxmusic.baselines import models as M
+from jaxmusic.baselines.table import FeatureTable, load_table
+from jaxmusic.data import lab
+from jaxmusic.data.lab import DatasetError
+from jaxmusic.data.tfrecords import read_groups, split_train_validation
+from jaxmusic.evaluate import markdown_report, plot_confusion, write_predictions
+
+SUMMARY_NAME = "baselines.json"
+COMPARISON_NAME = "comparison_baselines.json"
+GENRE_KEYS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision",
+              "macro_recall")
+VIEW = "handcrafted"
+
+
+@dataclasses.dataclass
+class Options:
+    models: list[str] | None = None        # None: every model of the set's kind
+    seeds: int = 5
+    search: bool = False
+    folds: int = 3
+    validation_fraction: float = 0.2
+    jobs: int = 1
+    use_audio: bool = True
+    progress: bool = True
+
+
+def mean_std(values) -> dict:
+    v = np.asarray([x for x in values if x is not None], np.float64)
+    return {"mean": float(v.mean()) if v.size else None,
+            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "values": [float(x) for x in v]}
+
+
+def drop_constant(train: FeatureTable) -> tuple[np.ndarray, list[dict]]:
+    """Columns to keep, and a record of each constant one (name, value, why)."""
+    X = train.X
+    const = X.max(axis=0) == X.min(axis=0)
+    dropped = [{"feature": train.names[i], "value": float(X[0, i]),
+                "reason": f"constant over the {len(X)} training clips"}
+               for i in np.flatnonzero(const)]
+    return np.flatnonzero(~const), dropped
+
+
+def seed_splits(table: FeatureTable, set_dir: Path, seeds: int, fraction: float):
+    """[(train indices, validation indices)] per seed, as ``prepare --seed s`` splits."""
+    groups = read_groups(set_dir, "train")
+    index = {e.id: i for i, e in enumerate(table.entries)}
+    out = []
+    for s in range(seeds):
+        tr, va = split_train_validation(table.entries, fraction, s, groups)
+        if not va:
+            raise DatasetError(f"seed {s}: the validation split is empty "
+                               f"({len(table.entries)} training clips)", file=set_dir)
+        out.append((np.asarray([index[e.id] for e in tr]), np.asarray([index[e.id] for e in va])))
+    return out
+
+
+def check_folds(y: np.ndarray, groups, folds: int, classes, kind: str, set_dir: Path) -> None:
+    """Refuse, in one line, a search the data cannot fold ``folds`` ways."""
+    if folds < 2:
+        raise DatasetError(f"--folds must be at least 2, got {folds}")
+    if groups is not None and len(set(groups)) < folds:
+        raise DatasetError(f"only {len(set(groups))} groups in the training part, fewer than "
+                           f"--folds {folds}", file=set_dir / "train_groups.txt")
+    if kind == "genre":
+        counts = np.bincount(y, minlength=len(classes))
+        present = [(classes[c], int(n)) for c, n in enumerate(counts) if 0 < n < folds]
+        if present:
+            name, n = min(present, key=lambda t: t[1])
+            raise DatasetError(f"class {name!r} has {n} training clip(s), fewer than --folds "
+                               f"{folds}: lower --folds or leave --search off", file=set_dir)
+    elif len(y) < folds:
+        raise DatasetError(f"{len(y)} training clips, fewer than --folds {folds}", file=set_dir)
+
+
+def _spearman_scorer():
+    from sklearn.metrics import make_scorer
+
+    def score(y_true, y_pred):
+        return float(np.mean([metrics.spearman(y_true[:, i], y_pred[:, i])
+                              for i in range(y_true.shape[1])]))
+    return make_scorer(score)
+
+
+def search_params(name, kind, X, y, groups, folds, jobs, seed=0) -> dict:
+    """Grid search on (X, y); the best parameters and their CV score."""
+    from sklearn import model_selection as ms
+
+    est, grid = M.factory(kind)(name, seed, jobs)
+    if kind == "genre":
+        cv = (ms.StratifiedGroupKFold(folds, shuffle=True, random_state=seed) if groups is not None
+              else ms.StratifiedKFold(folds, shuffle=True, random_state=seed))
+        scoring = "f1_macro"
+    else:
+        cv = ms.GroupKFold(folds) if groups is not None else ms.KFold(folds, shuffle=True,
+                                                                       random_state=seed)
+        scoring = _spearman_scorer()
+    gs = ms.GridSearchCV(est, grid, scoring=scoring, cv=cv, refit=False, n_jobs=1)
+    gs.fit(X, y, groups=groups)
+    return {"params": dict(gs.best_params_), "cv_score": float(gs.best_score_),
+            "scoring": "macro F1" if kind == "genre" else "Spearman mean", "folds": folds}
+
+
+def _fit_predict(name, kind, seed, jobs, params, Xtr, ytr, Xs):
+    """Fit one model; for each X in Xs: (prediction, probabilities or None)."""
+    est, _ = M.factory(kind)(name, seed, jobs)
+    if params:
+        est.set_params(**params)
+    if kind == "genre":
+        present = np.unique(ytr)
+        est.fit(Xtr, np.searchsorted(present, ytr))
+        return [(present[est.predict(X)], est.predict_proba(X)) for X in Xs], present
+    est.fit(Xtr, ytr)
+    return [(np.asarray(est.predict(X), np.float64).reshape(len(X), -1), None) for X in Xs], None
+
+
+def _score(kind, y_true, y_pred, classes):
+    if kind == "genre":
+        return metrics.classification_report(y_true, y_pred, classes)
+    return metrics.regression_report(y_true, y_pred, lab.TARGETS)
+
+
+def _headline(kind, report) -> float:
+    return report["macro_f1"] if kind == "genre" else report["spearman_mean"]
+
+
+def run_baselines(source: str | Path, set_name: str, workdir: str | Path,
+                  opts: Options | None = None, log=print) -> dict:
+    """Every model on ``source/set_name``; writes ``workdir/<model>/`` run directories,
+    ``baselines.json`` and ``comparison_baselines.json``; returns the summary."""
+    opts = opts or Options()
+    set_dir = Path(source) / set_name
+    if not set_dir.is_dir():
+        raise DatasetError("set folder is missing", file=set_dir)
+    if opts.seeds < 1:
+        raise DatasetError(f"--seeds must be at least 1, got {opts.seeds}")
+    info = lab.set_info(set_dir)
+    kind = info.kind
+    task = "genre" if kind == "genre" else "regression"
+    classes = list(lab.class_map(set_dir).classes) if kind == "genre" else None
+    names = M.resolve(opts.models or list(M.CLASSIFIERS if kind == "genre" else M.REGRESSORS),
+                      kind)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    train = load_table(set_dir, "train", jobs=opts.jobs, cache=workdir / "features",
+                       use_audio=opts.use_audio)
+    test = load_table(set_dir, "test", jobs=opts.jobs, cache=workdir / "features",
+                      use_audio=opts.use_audio)
+    features_s = time.perf_counter() - t0
+    keep, dropped = drop_constant(train)
+    for d in dropped:
+        log(f"baselines: feature {d['feature']} dropped: {d['reason']} (value {d['value']:g})")
+    Xtr_all, Xte = train.X[:, keep], test.X[:, keep]
+    test_labelled = kind == "genre" or not np.isnan(test.y).any()
+    splits = seed_splits(train, set_dir, opts.seeds, opts.validation_fraction)
+
+    skipped = []
+    fit_models = []
+    for n in names:
+        why = M.missing_package(n) if n != "voting" else None
+        if why:
+            skipped.append({"model": n, "reason": why})
+            log(f"baselines: {n} skipped: {why}")
+        elif n != "voting":
+            fit_models.append(n)
+
+    searched: dict[str, dict] = {}
+    if opts.search:
+        tr0 = splits[0][0]
+        g0 = None if train.groups is None else [train.groups[i] for i in tr0]
+        check_folds(train.y[tr0], g0, opts.folds, classes, kind, set_dir)
+        for n in fit_models:
+            t = time.perf_counter()
+            searched[n] = search_params(n, kind, Xtr_all[tr0], train.y[tr0], g0, opts.folds,
+                                        opts.jobs)
+            searched[n]["time_s"] = time.perf_counter() - t
+            log(f"baselines: {n} search: {searched[n]['params']} "
+                f"(CV {searched[n]['scoring']} {searched[n]['cv_score']:.3f})")
+
+    # per model, per seed: {"validation": report, "test": report, "val_out", "test_out", ...}
+    results: dict[str, list[dict]] = {n: [] for n in fit_models}
+    times: dict[str, float] = {}
+    for n in fit_models:
+        t = time.perf_counter()
+        for s, (tr, va) in enumerate(splits):
+            outs, present = _fit_predict(n, kind, s, opts.jobs, searched.get(n, {}).get("params"),
+                                         Xtr_all[tr], train.y[tr], [Xtr_all[va], Xte])
+            (vp, vprob), (tp, tprob) = outs
+            results[n].append({"val": (vp, vprob), "test": (tp, tprob), "present": present,
+                               "validation": _score(kind, train.y[va], vp, classes),
+                               "test_report": _score(kind, test.y, tp, classes)
+                               if test_labelled else None})
+        times[n] = time.perf_counter() - t
+        r0 = results[n][0]
+        log(f"baselines: {n}: validation {'macro F1' if kind == 'genre' else 'Spearman mean'} "
+            + ", ".join(f"{_headline(kind, r['validation']):.3f}" for r in results[n])
+            + f" ({times[n]:.1f} s)")
+
+    members: list[list[str]] = []
+    if "voting" in names and fit_models:
+        results["voting"] = []
+        for s, (tr, va) in enumerate(splits):
+            ranked = sorted(fit_models, key=lambda n: -_headline(kind, results[n][s]["validation"]))
+            top = ranked[:M.VOTING_MEMBERS]
+            members.append(top)
+            res = {"members": top}
+            for part, y_true in (("val", train.y[va]), ("test", test.y)):
+                if kind == "genre":
+                    present = results[top[0]][s]["present"]
+                    prob = np.mean([results[n][s][part][1] for n in top], axis=0)
+                    pred = present[np.argmax(prob, axis=1)]
+                else:
+                    prob = None
+                    pred = np.mean([results[n][s][part][0] for n in top], axis=0)
+                res[part] = (pred, prob)
+                if part == "val":
+                    res["validation"] = _score(kind, y_true, pred, classes)
+                elif test_labelled:
+                    res["test_report"] = _score(kind, y_true, pred, classes)
+                else:
+                    res["test_report"] = None
+            results["voting"].append(res)
+        times["voting"] = 0.0
+
+    summary_rows = []
+    for n, per_seed in results.items():
+        run_dir = workdir / n
+        run_dir.mkdir(parents=True, exist_ok=True)
+        out = _metrics(n, task, set_name, per_seed, kind, classes, test_labelled)
+        out["params"] = searched.get(n, {}).get("params")
+        out["search"] = searched.get(n)
+        out["fit_s"] = round(times.get(n, 0.0), 3)
+        out["features"] = {"count": int(len(keep)), "dropped_constant": len(dropped)}
+        if n == "voting":
+            out["voting_members"] = members
+        if kind != "genre":
+            path = run_dir / f"predictions_{set_name}.csv"
+            write_predictions(path, test.ids, per_seed[0]["test"][0], lab.TARGETS)
+            out["predictions"] = {set_name: str(path)}
+        config = {"name": n, "task": task, "kind": "classic",
+                  "model": {"name": n, **(out["params"] or {})},
+                  "data": {"set": set_name, "view": VIEW, "source": str(Path(source))},
+                  "baseline": {"seeds": opts.seeds, "search": opts.search, "folds": opts.folds,
+                               "validation_fraction": opts.validation_fraction,
+                               "features": int(len(keep)), "audio_features":
+                               any(x.startswith("mfcc") for x in train.names)}}
+        run_info = {"task": task, "model": n, "set": set_name, "view": VIEW, "kind": "classic",
+                    "num_features": int(len(keep))}
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (run_dir / "run.json").write_text(json.dumps(run_info, indent=2) + "\n")
+        (run_dir / "metrics.json").write_text(json.dumps(out, indent=2) + "\n")
+        (run_dir / "metrics.md").write_text(markdown_report(out, classes or lab.TARGETS)
+                                            + seeds_markdown(out))
+        if kind == "genre" and out.get("test"):
+            plot_confusion(out["test"][set_name], classes, run_dir / f"confusion_{set_name}.png",
+                           f"{n} (handcrafted features) on {set_name}")
+        summary_rows.append(_comparison_row(n, out, kind, set_name))
+
+    columns = (["model", "seeds", "test accuracy", "test macro F1", "validation macro F1",
+                "fit s"] if kind == "genre"
+               else ["model", "seeds", "validation Spearman mean", "valence", "energy",
+                     "danceability", "fit s"])
+    for s in skipped:
+        summary_rows.append([s["model"]] + ["skipped: " + s["reason"]]
+                            + [None] * (len(columns) - 2))
+    comparison = {"title": f"classic baselines on {set_name} (handcrafted features, "
+                  f"mean ± std over {opts.seeds} seed(s))", "columns": columns,
+                  "rows": summary_rows,
+                  "notes": f"{len(keep)} features ({len(dropped)} constant dropped); seed s "
+                  "splits train/validation as `jaxmusic prepare --seed s`."}
+    summary = {"set": set_name, "kind": kind, "models": names, "skipped": skipped,
+               "dropped_features": dropped, "features": list(np.asarray(train.names)[keep]),
+               "seeds": opts.seeds, "search": opts.search, "folds": opts.folds,
+               "train_clips": len(train.ids), "test_clips": len(test.ids),
+               "features_s": round(features_s, 3),
+               "fit_s": {n: round(t, 3) for n, t in times.items()},
+               "total_s": round(time.perf_counter() - t0, 3),
+               "comparison": comparison}
+    (workdir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    (workdir / COMPARISON_NAME).write_text(json.dumps(comparison, indent=2) + "\n")
+    return summary
+
+
+def _metrics(name, task, set_name, per_seed, kind, classes, test_labelled) -> dict:
+    first = per_seed[0]
+    out = {"run": name, "task": task, "model": name, "set": set_name, "view": VIEW,
+           "kind": "classic", "checkpoint_step": None, "best_epoch": None,
+           "validation": first["validation"]}
+    seeds: dict = {"count": len(per_seed), "validation": {}, "test": {}}
+    if kind == "genre":
+        out["test"] = {set_name: first["test_report"]}
+        for k in GENRE_KEYS:
+            seeds["validation"][k] = mean_std(r["validation"][k] for r in per_seed)
+            seeds["test"][k] = mean_std(r["test_report"][k] for r in per_seed)
+    else:
+        out["spearman"] = first["validation"]["spearman"]
+        out["spearman_mean"] = first["validation"]["spearman_mean"]
+        for part, key in (("validation", "validation"), ("test", "test_report")):
+            if part == "test" and not test_labelled:
+                continue
+            seeds[part]["spearman_mean"] = mean_std(r[key]["spearman_mean"] for r in per_seed)
+            for axis in lab.TARGETS:
+                seeds[part][f"spearman.{axis}"] = mean_std(r[key]["spearman"][axis]
+                                                           for r in per_seed)
+        if test_labelled:
+            out["test"] = {set_name: first["test_report"]}
+    out["seeds"] = {k: v for k, v in seeds.items() if v}
+    return out
+
+
+def pm(stat: dict | None) -> str | None:
+    if not stat or stat.get("mean") is None:
+        return None
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def _comparison_row(name, out, kind, set_name) -> list:
+    s = out["seeds"]
+    if kind == "genre":
+        return [name, s["count"], pm(s["test"]["accuracy"]), pm(s["test"]["macro_f1"]),
+                pm(s["validation"]["macro_f1"]), out["fit_s"]]
+    v = s["validation"]
+    return [name, s["count"], pm(v["spearman_mean"])] + \
+        [pm(v[f"spearman.{a}"]) for a in lab.TARGETS] + [out["fit_s"]]
+
+
+def seeds_markdown(out: dict) -> str:
+    s = out.get("seeds") or {}
+    lines = ["", f"Over {s.get('count', 1)} seed(s) (mean ± sample std):", "",
+             "| split | metric | mean ± std | per seed |", "|---|---|---|---|"]
+    for part in ("validation", "test"):
+        for k, stat in (s.get(part) or {}).items():
+            lines.append(f"| {part} | {k} | {pm(stat)} | "
+                         + ", ".join(f"{v:.3f}" for v in stat["values"]) + " |")
+    return "\n".join(lines) + "\n"
