@@ -64,6 +64,7 @@ class FrontendConfig:
     amin: float = 1e-10
     top_db: float | None = recipe.TOP_DB
     tuning: float = 0.0
+    fmax: float | None = None   # mel cut-off (Hz); None: sample_rate / 2
     stft: str = "auto"          # "auto" | "blocks" | "xla"
     chunk_frames: int = 128     # frames per step of the "blocks" STFT (working set ~1 MB)
     mel_group: int = 16         # mel bands per block-sparse matmul
@@ -114,12 +115,13 @@ def hann_window(n_fft: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def mel_filterbank(sample_rate: int = recipe.SAMPLE_RATE, n_fft: int = recipe.N_FFT,
-                   n_mels: int = N_MEL) -> np.ndarray:
-    """``librosa.filters.mel`` (Slaney scale and norm): ``(n_mels, 1 + n_fft // 2)``."""
+                   n_mels: int = N_MEL, fmax: float | None = None) -> np.ndarray:
+    """``librosa.filters.mel`` (Slaney scale and norm): ``(n_mels, 1 + n_fft // 2)``;
+    ``fmax`` None: half the sample rate (librosa's default)."""
     import librosa
     if n_mels == 0:
         return np.zeros((0, 1 + n_fft // 2), np.float32)
-    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmax=fmax)
     fb = np.asarray(fb, dtype=np.float32)
     fb.setflags(write=False)
     return fb
@@ -139,7 +141,7 @@ def chroma_filterbank(sample_rate: int = recipe.SAMPLE_RATE, n_fft: int = recipe
 
 
 def _filterbanks(cfg: FrontendConfig) -> tuple[np.ndarray, np.ndarray]:
-    return (mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels),
+    return (mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmax),
             chroma_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_chroma, cfg.tuning))
 
 

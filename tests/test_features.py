@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # tests/ helpers, any import mode
 import audio_fixtures as af  # noqa: E402
 from jaxmusic import features as F  # noqa: E402
+from jaxmusic.cli import features as cli_features  # noqa: E402
 from jaxmusic.data import lab  # noqa: E402
 from jaxmusic.data.lab import DatasetError  # noqa: E402
 
@@ -335,12 +336,13 @@ def test_split_groups_never_leaks_and_is_stratified():
 def test_cli_arguments(tmp_path):
     af.genre_folders(tmp_path / "in", ["Folk"], per_genre=1, seconds=1.0)
     parser = argparse.ArgumentParser()
-    F.add_arguments(parser)
+    cli_features.add_arguments(parser, "features")
     args = parser.parse_args(["--input", str(tmp_path / "in"), "--layout", "genre-folders",
                               "--out", str(tmp_path / "data"), "--name", "cli",
                               "--test-fraction", "0", "--no-progress"])
-    assert F.run(args) == 0
+    assert cli_features.run(args, "features") == 0
     assert [e.genre for e in lab.read_labels(tmp_path / "data" / "cli", "train")] == ["Folk"]
     with pytest.raises(DatasetError, match="needs --labels"):
-        F.run(parser.parse_args(["--input", str(tmp_path / "in"), "--layout", "clip-table",
-                                 "--out", str(tmp_path / "data"), "--name", "x"]))
+        cli_features.run(parser.parse_args(["--input", str(tmp_path / "in"), "--layout",
+                                            "clip-table", "--out", str(tmp_path / "data"),
+                                            "--name", "x"]), "features")

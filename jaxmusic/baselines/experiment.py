@@ -230,7 +230,6 @@ def run_baselines(source: str | Path, set_name: str, workdir: str | Path,
                                "test_report": _score(kind, test.y, tp, classes)
                                if test_labelled else None})
         times[n] = time.perf_counter() - t
-        r0 = results[n][0]
         log(f"baselines: {n}: validation {'macro F1' if kind == 'genre' else 'Spearman mean'} "
             + ", ".join(f"{_headline(kind, r['validation']):.3f}" for r in results[n])
             + f" ({times[n]:.1f} s)")

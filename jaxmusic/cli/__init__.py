@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("jaxmusic.cli.viz", "spectrograms of two clips (mel, chroma, full and beat) and class histograms"),
     "embed": ("jaxmusic.cli.viz", "latent space of runs: PCA / t-SNE / UMAP maps with silhouette scores"),
     "report": ("jaxmusic.cli.viz", "one self-contained HTML page with every run, table and picture"),
+    "baselines": ("jaxmusic.cli.baselines", "classic models (SVM, kNN, forests, boosting, voting) on handcrafted features"),
     "bench": ("jaxmusic.cli.bench", "JAX vs PyTorch throughput benchmark (run from the repository root)"),
 }
 

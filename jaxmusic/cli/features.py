@@ -26,6 +26,16 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--sample-rate", type=int, default=features.SAMPLE_RATE)
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every clip even if an earlier run wrote it")
+    parser.add_argument("--frontend", choices=features.FRONTENDS, default="librosa",
+                        help="librosa: the course recipe (default); jax: mel and STFT chroma "
+                        "batched with jaxmusic.frontend, beats on the host (>= 10x faster; "
+                        "see benchmarks/frontend_results.md for how close it is)")
+    parser.add_argument("--fmax", type=float,
+                        help="mel cut-off in Hz, e.g. 8000 or 2000 (default: half the sample "
+                        "rate, the recipe's); recorded in features_report.json")
+    parser.add_argument("--audio-features", action="store_true",
+                        help="also keep MFCC 1-20, zero-crossing rate, RMS and tempo per clip "
+                        "(<set>/audio_features/) for `jaxmusic baselines`")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -34,7 +44,8 @@ def run(args, command: str) -> int:
         args.input, args.layout, args.out, args.name, labels=args.labels,
         test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, strict=args.strict,
         duration=args.duration, window=args.window, sample_rate=args.sample_rate,
-        progress=not args.no_progress, overwrite=args.overwrite)
+        progress=not args.no_progress, overwrite=args.overwrite, frontend=args.frontend,
+        fmax=args.fmax, audio_features=args.audio_features)
     print(f"{result.set_dir} and {result.beat_dir}: {result.written} clips written, "
           f"{result.skipped} already there, {result.failed} failed, "
           f"{len(result.problems)} problem(s) in all; report {result.report}")
