@@ -1,7 +1,7 @@
 """The classic models: scikit-learn pipelines (scaling first), plus XGBoost and LightGBM
 when the optional ``baselines`` extra is installed.
 
-Classification (genre sets): ``svm`` (RBF SVC with Platt probabilities), ``knn``,
+Classification (genre sets): ``svm`` (RBF SVC, Platt-calibrated probabilities), ``knn``,
 ``logreg``, ``rf`` (random forest), ``extratrees``, ``xgboost``, ``lightgbm``,
 ``voting`` (soft voting over the three best by validation macro F1).
 Regression (multitask sets, three outputs): ``svr``, ``ridge``, ``knn``, ``rf``,
@@ -22,6 +22,7 @@ REGRESSORS = ("svr", "ridge", "knn", "rf", "extratrees", "gbr", "xgboost", "ligh
 ALIASES = {"regression": {"svm": "svr", "logreg": "ridge"}}
 OPTIONAL = {"xgboost": "xgboost", "lightgbm": "lightgbm"}   # model -> Python package
 VOTING_MEMBERS = 3
+SVM_CALIBRATION_FOLDS = 5     # fewer when a class has fewer training clips (at least 2)
 
 
 class MissingPackage(Exception):
@@ -46,11 +47,14 @@ def _pipe(model):
 
 def classifier(name: str, seed: int, jobs: int = 1):
     """(unfitted pipeline, search grid) for a classification model."""
-    from sklearn import ensemble, linear_model, neighbors, svm
+    from sklearn import calibration, ensemble, linear_model, neighbors, svm
 
     if name == "svm":
-        return _pipe(svm.SVC(C=10.0, gamma="scale", probability=True, random_state=seed)), \
-            {"model__C": [1.0, 10.0, 100.0], "model__gamma": ["scale", 1e-3]}
+        # Probabilities (for soft voting) by Platt scaling over 5 folds, as
+        # SVC(probability=True) did before scikit-learn 1.9 deprecated it.
+        return _pipe(calibration.CalibratedClassifierCV(svm.SVC(C=10.0, gamma="scale"),
+                                                        ensemble=False, cv=SVM_CALIBRATION_FOLDS)), \
+            {"model__estimator__C": [1.0, 10.0, 100.0], "model__estimator__gamma": ["scale", 1e-3]}
     if name == "knn":
         return _pipe(neighbors.KNeighborsClassifier(n_neighbors=10, weights="distance")), \
             {"model__n_neighbors": [5, 10, 20], "model__weights": ["uniform", "distance"]}
