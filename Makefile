@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench,viz]'
+	$(PY) -m pip install --quiet -e '.[test,bench,viz,baselines]'
 	touch $(STAMP)
 
 $(DATA)/.done: $(STAMP)
@@ -37,6 +37,7 @@ demo: $(PREP)/.done
 	$(PY) -m jaxmusic train --config configs/demo/lstm_beat_fused.py --workdir $(RUNS)/lstm_beat_fused
 	$(PY) -m jaxmusic train --config configs/demo/ast_beat_mel.py --workdir $(RUNS)/ast_beat_mel
 	$(PY) -m jaxmusic train --config configs/demo/multitask_lstm_beat.py --workdir $(RUNS)/multitask_lstm_beat
+	$(PY) -m jaxmusic baselines --source $(DATA) --set fma_genre_spectrograms_beat --workdir $(RUNS)/baselines --models svm,knn,logreg,rf,voting --seeds 3 --jobs 2 --quiet
 	$(PY) -m jaxmusic embed --workdir $(RUNS)/cnn_beat_mel --workdir $(RUNS)/lstm_beat_fused --workdir $(RUNS)/ast_beat_mel --split test --methods pca,tsne --out $(RUNS)/latent_test.png
 	$(PY) -m jaxmusic report $(RUNS) --out $(RUNS)/report.html
 	@echo "report: $(RUNS)/report.html"

@@ -410,6 +410,11 @@ def write_report(path: Path, rows: list[dict], acc: dict[str, float], info: dict
     lines += [f"| {k} | {v:.3g} |" for k, v in acc.items()]
     if notes:
         lines += ["", notes.strip()]
+    # Keep the whole-command section that benchmarks/features_command.py writes.
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    begin, end = "<!-- features-command -->", "<!-- /features-command -->"
+    if begin in old and end in old:
+        lines += ["", old[old.index(begin):old.index(end) + len(end)]]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

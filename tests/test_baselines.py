@@ -273,3 +273,35 @@ def test_unknown_model_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="unknown model 'nope' for a genre set"):
         main(["baselines", "--source", str(root), "--set", "fma_genre_spectrograms",
               "--workdir", str(tmp_path / "x"), "--models", "nope"])
+
+
+def test_boosted_trees_give_their_libraries_numbers(tmp_path):
+    xgboost = pytest.importorskip("xgboost", reason="the baselines extra is not installed")
+    lightgbm = pytest.importorskip("lightgbm", reason="the baselines extra is not installed")
+    root = _genre_root(tmp_path / "data", n_train=24, n_test=8)
+    experiment.run_baselines(root, "fma_genre_spectrograms", tmp_path / "runs",
+                             experiment.Options(models=["xgboost", "lightgbm"], seeds=1),
+                             log=lambda *a: None)
+    t = load_table(root / "fma_genre_spectrograms", "train")
+    tt = load_table(root / "fma_genre_spectrograms", "test")
+    tr, _ = split_train_validation(t.entries, 0.2, 0)
+    itr = [t.ids.index(e.id) for e in tr]
+    present = np.unique(t.y[itr])
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(t.X[itr])
+    direct = {
+        "xgboost": xgboost.XGBClassifier(n_estimators=200, max_depth=4, learning_rate=0.1,
+                                         subsample=0.8, colsample_bytree=0.5, tree_method="hist",
+                                         n_jobs=1, random_state=0),
+        "lightgbm": lightgbm.LGBMClassifier(n_estimators=200, learning_rate=0.1, num_leaves=15,
+                                            subsample=0.8, subsample_freq=1, colsample_bytree=0.5,
+                                            n_jobs=1, random_state=0, verbose=-1),
+    }
+    for name, est in direct.items():
+        est.fit(sc.transform(t.X[itr]), np.searchsorted(present, t.y[itr]))
+        want = metrics.classification_report(tt.y, present[est.predict(sc.transform(tt.X))],
+                                             list(lab.CLASSES))
+        got = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())
+        assert got["test"]["fma_genre_spectrograms"]["confusion_matrix"] == \
+            want["confusion_matrix"], name

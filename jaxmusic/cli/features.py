@@ -40,6 +40,10 @@ def add_arguments(parser, command: str) -> None:
 
 
 def run(args, command: str) -> int:
+    if args.frontend == "jax":
+        from jaxmusic.features import jax_recipe
+
+        jax_recipe.use_compile_cache()      # later runs skip compiling the frontend
     result = features.convert(
         args.input, args.layout, args.out, args.name, labels=args.labels,
         test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, strict=args.strict,

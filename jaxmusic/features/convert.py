@@ -289,8 +289,8 @@ def _compute_jax(todo: list[_Clip], rec: Recipe, jobs: int, record,
             except Exception as e:
                 record(_problem(_spec(t.spec), e))
                 continue
-            lab.save_features(t.full, full)
-            lab.save_features(t.beat, beat)
+            lab.save_features(t.full, full, compresslevel=jax_recipe.GZIP_LEVEL)
+            lab.save_features(t.beat, beat, compresslevel=jax_recipe.GZIP_LEVEL)
             record({"id": r["id"], "frames": int(full.shape[0]), "beats": int(beat.shape[0]),
                     "flags": sorted(set(r["flags"]) | set(flags))})
 

@@ -9,7 +9,12 @@ the onset envelope of the mel dB (``librosa.onset.onset_strength(S=mel_db)``),
 ``librosa.beat.beat_track(onset_envelope=...)`` and ``librosa.util.sync(...,
 aggregate=np.median)``. The librosa recipe tracks beats on the percussive part
 of an HPSS, the slowest step of all; here the beats come from the whole
-signal's onsets. How close both are to the recipe: ``benchmarks/frontend_results.md``.
+signal's onsets. Files are gzipped at level 1 (the recipe: 6). How close both are
+to the recipe, and how much faster: ``benchmarks/frontend_results.md``.
+
+Compiling the frontend takes seconds; ``jaxmusic features --frontend jax`` keeps
+XLA's persistent compilation cache (``$JAXMUSIC_XLA_CACHE``, default
+``~/.cache/jaxmusic/xla``) so only the first run pays it (:func:`use_compile_cache`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,28 @@ from jaxmusic.features.audio import FLAG_SILENT, SAMPLE_RATE, SILENCE_PEAK
 from jaxmusic.features.librosa_recipe import FLAG_BEAT_FALLBACK, beat_grid
 
 BATCH = 8                       # clips per frontend call
+# gzip level of the written files: 1, not the recipe's 6 (at 6, compressing took more
+# time than the whole JAX frontend; float spectrograms shrink little more at 6).
+GZIP_LEVEL = 1
 LENGTH_STEP = recipe.HOP_LENGTH * 128   # padded lengths are multiples of this (few compiles)
+
+
+def use_compile_cache(path: str | None = None) -> str:
+    """Point JAX's persistent compilation cache at ``path`` (default
+    ``$JAXMUSIC_XLA_CACHE`` or ``~/.cache/jaxmusic/xla``) unless one is set already."""
+    import os
+
+    import jax
+
+    current = jax.config.jax_compilation_cache_dir
+    if current and path is None:
+        return current
+    path = path or os.environ.get("JAXMUSIC_XLA_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxmusic", "xla")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
 
 
 @functools.lru_cache(maxsize=None)
