@@ -256,12 +256,12 @@ def summary_table(runs: list[RunInfo]) -> str:
     rows = []
     for r in runs:
         h = r.headline()
-        rows.append([link_cell(r.name, r.anchor), r.kind, r.task, r.model, r.set, r.view,
+        rows.append([link_cell(r.name, r.anchor), r.task, r.model, r.set, r.view, r.kind,
                      len(r.history) if r.kind != "classic" else None, h["best_epoch"],
                      h["metric"], h["value"], h["macro_f1"], h["validation_metric"],
                      h["validation"], h["over_seeds"]])
     return ('<div class="scroll">'
-            + table(["run", "kind", "task", "model", "set", "view", "epochs", "best epoch",
+            + table(["run", "task", "model", "set", "view", "kind", "epochs", "best epoch",
                      "headline metric", "value", "macro F1", "selection metric",
                      "validation", "over seeds"], rows, cls="summary")
             + '</div><p class="muted">headline: the test accuracy on the run\'s own set for '
