@@ -24,7 +24,6 @@ The section between the ``features-command`` markers of
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import statistics

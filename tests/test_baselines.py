@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audio_fixtures as af  # noqa: E402
 from conftest import write_genre_set, write_multitask_set  # noqa: E402
 from jaxmusic import metrics  # noqa: E402
-from jaxmusic.baselines import experiment, handcrafted  # noqa: E402
+from jaxmusic.baselines import experiment
+from jaxmusic.features import handcrafted  # noqa: E402
 from jaxmusic.baselines import models as M  # noqa: E402
 from jaxmusic.baselines.table import load_table  # noqa: E402
 from jaxmusic.data import lab  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import audio_fixtures as af  # noqa: E402
 from jaxmusic import features as F  # noqa: E402
-from jaxmusic.baselines import handcrafted  # noqa: E402
+from jaxmusic.features import handcrafted  # noqa: E402
 from jaxmusic.baselines.table import load_table  # noqa: E402
 from jaxmusic.data import lab  # noqa: E402
 from jaxmusic.data.lab import DatasetError  # noqa: E402

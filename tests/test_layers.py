@@ -13,12 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxmusic"
 RANKS = {
     "jaxmusic.recipe": 0, "jaxmusic.workers": 0, "jaxmusic.config": 0, "jaxmusic.metrics": 0,
     "jaxmusic.data": 1, "jaxmusic.parallel": 1, "jaxmusic.frontend": 1,
+    "jaxmusic.features": 2,
     "jaxmusic.models": 2, "jaxmusic.tasks": 2, "jaxmusic.checkpoint": 2,
     "jaxmusic.runs": 3,
     "jaxmusic.steps": 4,
     "jaxmusic.evaluate": 5,
     "jaxmusic.train": 6,
-    "jaxmusic.experiments": 7,
+    "jaxmusic.experiments": 7, "jaxmusic.baselines": 7,
     "jaxmusic.cli": 9,
 }
 

@@ -1,6 +1,6 @@
-"""Classic machine-learning baselines on handcrafted per-clip features.
+"""Classic machine-learning baselines on handcrafted per-clip features
+(the list: :mod:`jaxmusic.features.handcrafted`).
 
-* :mod:`jaxmusic.baselines.handcrafted`  the feature list (spectrogram- and audio-domain)
 * :mod:`jaxmusic.baselines.table`        a lab set -> one feature row per clip (cached)
 * :mod:`jaxmusic.baselines.models`       scikit-learn pipelines, XGBoost, LightGBM
 * :mod:`jaxmusic.baselines.experiment`   seeds, search, voting; run directories and reports

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmusic import workers
-from jaxmusic.baselines import handcrafted
+from jaxmusic.features import handcrafted
 from jaxmusic.data import lab
 from jaxmusic.data.lab import DatasetError
 from jaxmusic.data.tfrecords import read_groups

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from jaxmusic import features
+from jaxmusic.features import jax_recipe
 
 
 def add_arguments(parser, command: str) -> None:
@@ -41,8 +42,6 @@ def add_arguments(parser, command: str) -> None:
 
 def run(args, command: str) -> int:
     if args.frontend == "jax":
-        from jaxmusic.features import jax_recipe
-
         jax_recipe.use_compile_cache()      # later runs skip compiling the frontend
     result = features.convert(
         args.input, args.layout, args.out, args.name, labels=args.labels,

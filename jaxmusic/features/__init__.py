@@ -44,7 +44,7 @@ Modules: :mod:`~jaxmusic.features.plan` (collections -> clips, the split),
 batched in JAX, beats on the host), :mod:`~jaxmusic.features.convert` (the run and
 the set's files). ``--fmax`` lowers the mel cut-off (e.g. 8000 or 2000 Hz, recorded in
 the report's settings); ``--audio-features`` keeps the audio-domain baseline features
-(:mod:`jaxmusic.baselines.handcrafted`) of every clip.
+(:mod:`jaxmusic.features.handcrafted`) of every clip.
 """
 
 from jaxmusic.features.audio import (AUDIO_EXTENSIONS, FLAG_PADDED, FLAG_SILENT,  # noqa: F401

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmusic import recipe, workers
-from jaxmusic.baselines import handcrafted
+from jaxmusic.features import handcrafted
 from jaxmusic.data import lab
 from jaxmusic.data.lab import DatasetError
 from jaxmusic.features import jax_recipe

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from jaxmusic import recipe
+from jaxmusic import frontend, recipe
 from jaxmusic.features.audio import FLAG_SILENT, SAMPLE_RATE, SILENCE_PEAK
 from jaxmusic.features.librosa_recipe import FLAG_BEAT_FALLBACK, beat_grid
 
@@ -56,8 +56,6 @@ def use_compile_cache(path: str | None = None) -> str:
 @functools.lru_cache(maxsize=None)
 def _compiled(sample_rate: int, fmax: float | None):
     import jax
-
-    from jaxmusic import frontend
 
     config = frontend.FrontendConfig(sample_rate=sample_rate, fmax=fmax)
     return jax.jit(functools.partial(frontend.frontend, config=config))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmusic.viz import curves
+from jaxmusic.viz import curves, use_agg
 
 BENCH_COLUMNS = ("model", "input", "batch_size", "framework", "variant", "train_samples_per_s",
                  "infer_samples_per_s", "compile_s", "peak_mem_mb", "mfu")
@@ -275,8 +275,6 @@ def comparison_figure(runs: list[RunInfo]) -> str:
     """One bar chart of every scored run, classic and deep side by side: test accuracy
     and macro F1 for genre runs (error bars: std over seeds where there are seeds),
     the Spearman mean for regression runs."""
-    from jaxmusic.viz import use_agg
-
     groups = {"genre": [], "regression": []}
     for r in runs:
         h = r.headline()
