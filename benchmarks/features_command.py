@@ -68,8 +68,9 @@ def timed(frontend: str, src: Path, out: Path, jobs: int) -> tuple[float, float]
     res = features.convert(src, "genre-folders", out, "bench", jobs=jobs, test_fraction=0.0,
                            frontend=frontend, progress=False)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    if res.failed:
-        raise SystemExit(f"{frontend}: {res.failed} clips failed: {res.problems[:2]}")
+    if res.failed or res.skipped:
+        raise SystemExit(f"{frontend}: {res.failed} clips failed, {res.skipped} skipped: "
+                         f"{res.problems[:2]}")
     return wall, cpu
 
 

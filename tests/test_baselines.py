@@ -306,3 +306,29 @@ def test_boosted_trees_give_their_libraries_numbers(tmp_path):
         got = json.loads((tmp_path / "runs" / name / "metrics.json").read_text())
         assert got["test"]["fma_genre_spectrograms"]["confusion_matrix"] == \
             want["confusion_matrix"], name
+
+
+def test_search_is_sklearns_grid_search_with_group_folds(tmp_path):
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+
+    root = _genre_root(tmp_path / "data", n_train=32, n_test=8)
+    set_dir = root / "fma_genre_spectrograms"
+    # Groups of two clips (songs): no song may straddle a fold.
+    entries = lab.read_labels(set_dir, "train")
+    groups = {e.id: f"song{i // 2}" for i, e in enumerate(entries)}
+    (set_dir / "train_groups.txt").write_text(
+        "Id\tGroup\n" + "".join(f"{k}\t{v}\n" for k, v in groups.items()))
+    s = experiment.run_baselines(root, "fma_genre_spectrograms", tmp_path / "runs",
+                                 experiment.Options(models=["knn"], seeds=1, search=True,
+                                                    folds=2), log=lambda *a: None)
+    got = json.loads((tmp_path / "runs" / "knn" / "metrics.json").read_text())["search"]
+    t = load_table(set_dir, "train")
+    tr, _ = split_train_validation(t.entries, 0.2, 0, groups)
+    itr = [t.ids.index(e.id) for e in tr]
+    est, grid = M.classifier("knn", 0)
+    gs = GridSearchCV(est, grid, scoring="f1_macro", refit=False,
+                      cv=StratifiedGroupKFold(2, shuffle=True, random_state=0))
+    gs.fit(t.X[itr], t.y[itr], groups=[groups[t.ids[i]] for i in itr])
+    assert got["params"] == gs.best_params_
+    assert got["cv_score"] == pytest.approx(gs.best_score_)
+    assert s["search"] is True
