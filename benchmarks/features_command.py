@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
               f"the first run, compiling, is {wall['librosa'] / wall['jax (first run: compiles)']:.1f}x "
               f"in wall time, {cpu['librosa'] / cpu['jax (first run: compiles)']:.1f}x in CPU time). "
               "All times are of the whole command: planning, decoding, features, beats, gzip "
-              "and writing every file.", "",
+              "and writing every file." + (" With `--jobs 1` the recipe runs on one core while XLA's threads use both, so the CPU-time ratio is the per-core comparison; both paths scale with `--jobs` (worker processes: the recipe's clips, the JAX path's decoding)." if args.jobs == 1 else ""), "",
               "Agreement with the recipe on the same clips:", "", "| quantity | value |",
               "|---|---|"]
     lines += [f"| {k} | {v:.3g} |" for k, v in acc.items()]
