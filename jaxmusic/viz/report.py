@@ -256,14 +256,14 @@ def summary_table(runs: list[RunInfo]) -> str:
     rows = []
     for r in runs:
         h = r.headline()
-        rows.append([link_cell(r.name, r.anchor), r.task, r.model, r.set, r.view, r.kind,
+        rows.append([link_cell(r.name, r.anchor), r.task, r.model, r.set, r.view,
                      len(r.history) if r.kind != "classic" else None, h["best_epoch"],
                      h["metric"], h["value"], h["macro_f1"], h["validation_metric"],
-                     h["validation"], h["over_seeds"]])
+                     h["validation"], r.kind, h["over_seeds"]])
     return ('<div class="scroll">'
-            + table(["run", "task", "model", "set", "view", "kind", "epochs", "best epoch",
+            + table(["run", "task", "model", "set", "view", "epochs", "best epoch",
                      "headline metric", "value", "macro F1", "selection metric",
-                     "validation", "over seeds"], rows, cls="summary")
+                     "validation", "kind", "over seeds"], rows, cls="summary")
             + '</div><p class="muted">headline: the test accuracy on the run\'s own set for '
             "genre runs, the validation Spearman mean for regression runs; validation: the "
             "selection metric of the evaluated (best) checkpoint. Classic runs (`jaxmusic "
