@@ -332,3 +332,17 @@ def test_search_is_sklearns_grid_search_with_group_folds(tmp_path):
     assert got["params"] == gs.best_params_
     assert got["cv_score"] == pytest.approx(gs.best_score_)
     assert s["search"] is True
+
+
+def test_a_model_the_data_cannot_fit_is_a_recorded_skip(tmp_path):
+    root = _genre_root(tmp_path / "data", n_train=8, n_test=4)    # 6 clips to fit on
+    lines = []
+    s = experiment.run_baselines(root, "fma_genre_spectrograms", tmp_path / "runs",
+                                 experiment.Options(models=["knn", "logreg", "voting"], seeds=1),
+                                 log=lines.append)
+    assert [d["model"] for d in s["skipped"]] == ["knn"]
+    assert "n_neighbors" in s["skipped"][0]["reason"] and "seed 0" in s["skipped"][0]["reason"]
+    assert any(l.startswith("baselines: knn skipped: seed 0:") for l in lines)
+    assert not (tmp_path / "runs" / "knn").exists() and (tmp_path / "runs" / "logreg").is_dir()
+    vote = json.loads((tmp_path / "runs" / "voting" / "metrics.json").read_text())
+    assert vote["voting_members"] == [["logreg"]]

@@ -20,8 +20,9 @@ are then used for every seed.
 prediction) over the three other models with the best validation score.
 
 Recorded skips (in ``baselines.json`` and printed, never a traceback): an
-optional package that is missing (its model), features constant over the
-training clips (dropped). Refused with a one-line :class:`DatasetError`: a class
+optional package that is missing (its model), a model its estimator refuses for
+this data (e.g. more neighbours than training clips: that model), features
+constant over the training clips (dropped). Refused with a one-line :class:`DatasetError`: a class
 with fewer training clips than ``folds`` under ``search``, NaN in an array.
 """
 
@@ -238,22 +239,36 @@ def _run(source, set_name, workdir, opts: Options, log) -> dict:
     # per model, per seed: {"validation": report, "test": report, "val_out", "test_out", ...}
     results: dict[str, list[dict]] = {n: [] for n in fit_models}
     times: dict[str, float] = {}
-    for n in fit_models:
+    for n in list(fit_models):
         t = time.perf_counter()
         for s, (tr, va) in enumerate(splits):
-            outs, present = _fit_predict(n, kind, s, opts.jobs, searched.get(n, {}).get("params"),
-                                         Xtr_all[tr], train.y[tr], [Xtr_all[va], Xte])
+            try:
+                outs, present = _fit_predict(n, kind, s, opts.jobs,
+                                             searched.get(n, {}).get("params"),
+                                             Xtr_all[tr], train.y[tr], [Xtr_all[va], Xte])
+            except ValueError as e:        # e.g. more neighbours than training clips
+                why = f"seed {s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                skipped.append({"model": n, "reason": why})
+                log(f"baselines: {n} skipped: {why}")
+                fit_models.remove(n)
+                del results[n]
+                break
             (vp, vprob), (tp, tprob) = outs
             results[n].append({"val": (vp, vprob), "test": (tp, tprob), "present": present,
                                "validation": _score(kind, train.y[va], vp, classes),
                                "test_report": _score(kind, test.y, tp, classes)
                                if test_labelled else None})
+        if n not in results:
+            continue
         times[n] = time.perf_counter() - t
         log(f"baselines: {n}: validation {'macro F1' if kind == 'genre' else 'Spearman mean'} "
             + ", ".join(f"{_headline(kind, r['validation']):.3f}" for r in results[n])
             + f" ({times[n]:.1f} s)")
 
     members: list[list[str]] = []
+    if "voting" in names and not fit_models:
+        skipped.append({"model": "voting", "reason": "no other model ran"})
+        log("baselines: voting skipped: no other model ran")
     if "voting" in names and fit_models:
         results["voting"] = []
         for s, (tr, va) in enumerate(splits):
