@@ -86,7 +86,8 @@ class Run:
 def make_model(config, task: tasks.Task, num_features: int, max_length: int) -> Model:
     model_cfg = dict(config.model)
     model_cfg["dtype"] = DTYPES[config.train.dtype]
-    return Model(backbone=build_backbone(model_cfg, num_features, max_length),
+    return Model(backbone=build_backbone(model_cfg, num_features, max_length,
+                                         resize=config.data.get("resize", ())),
                  head=task.make_head())
 
 
