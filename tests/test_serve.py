@@ -12,15 +12,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +25,7 @@ import soundfile as sf
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
+from jaxmusic.serve.client import ServeProcess, post_audio, request_json  # noqa: E402
 from tests import audio_fixtures as af  # noqa: E402
 from tests.test_train import REPO, tiny  # noqa: E402
 
@@ -51,92 +47,32 @@ def serve_runs(tiny_prepared, tmp_path_factory):
     return root
 
 
-class Server:
-    """`jaxmusic serve` in a subprocess; its output is drained by a thread."""
-
-    def __init__(self, args: list[str]):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-        self.proc = subprocess.Popen([sys.executable, "-m", "jaxmusic", "serve", *args], cwd=REPO, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.url: str | None = None
-        ready = threading.Event()
-
-        def drain():
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                m = re.search(r"jaxmusic serve: (http://\S+?)/? ", line)
-                if m:
-                    self.url = m.group(1).rstrip("/")
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(timeout=300) or self.url is None:
-            self.stop()
-            raise RuntimeError("jaxmusic serve did not start:\n" + "".join(self.lines[-40:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(serve_runs):
-    s = Server(["--workdir", str(serve_runs / "lstm_genre"), "--workdir", str(serve_runs / "cnn3_genre"),
-                "--emotion-workdir", str(serve_runs / "emotion"), "--port", "0", "--max-mb", str(MAX_MB),
-                "--max-minutes", "5", "--quiet"])
+    s = ServeProcess(["--workdir", str(serve_runs / "lstm_genre"), "--workdir", str(serve_runs / "cnn3_genre"),
+                      "--emotion-workdir", str(serve_runs / "emotion"), "--max-mb", str(MAX_MB),
+                      "--max-minutes", "5", "--quiet"], cwd=REPO, env={"PYTHONPATH": str(REPO)})
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    """Real audio files: a short FLAC, a 65 s WAV (3 windows: 30 + 30 + 5 s -> 2 windows)."""
+    """Real audio files: an 8 s FLAC and a 45 s WAV (windows 0-30 s and 30-45 s)."""
     d = tmp_path_factory.mktemp("clips")
     return {"short": af.write_audio(d / "short clip.flac", af.song(3, 8.0)),
-            "long": af.write_audio(d / "long.wav", np.concatenate([af.song(1, 35.0), af.song(2, 30.0)]))}
+            "long": af.write_audio(d / "long.wav", np.concatenate([af.song(1, 25.0), af.song(2, 20.0)]))}
 
 
 # ----------------------------------------------------------------------------- HTTP helpers
 
 
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = []
-    for k, v in fields.items():
-        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
-    for k, (name, data) in files.items():
-        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{name}"\r\n'
-                   f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
-    out.append(f"--{boundary}--\r\n".encode())
-    return b"".join(out), f"multipart/form-data; boundary={boundary}"
+def request(url: str, data: bytes | None = None, content_type: str | None = None) -> tuple[int, dict]:
+    return request_json(url, data, content_type, timeout=120)
 
 
-def request(url: str, data: bytes | None = None, content_type: str | None = None,
-            timeout: float = 120) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def post_file(server: Server, path: Path | None = None, *, name: str | None = None, data: bytes | None = None,
-              query: str = "", **fields) -> tuple[int, dict]:
-    files = {}
-    if path is not None or data is not None:
-        files["file"] = (name or Path(path).name, data if data is not None else Path(path).read_bytes())
-    body, kind = multipart({k: str(v) for k, v in fields.items()}, files)
-    return request(f"{server.url}/api/predict{query}", body, kind)
+def post_file(server: ServeProcess, path: Path | None = None, **kwargs) -> tuple[int, dict]:
+    return post_audio(server.url, path, timeout=120, **kwargs)
 
 
 def cli_predict(paths: list[Path], genre: Path, emotion: Path) -> list[dict]:
@@ -182,7 +118,7 @@ def test_answer_equals_jaxmusic_predict_json(server, serve_runs, clips):
         assert_same_prediction(out, expected)
         assert out["model"] == "lstm_genre" and out["emotion_model"] == "emotion"
         assert out["duration_s"] == pytest.approx(sf.info(str(path)).duration, abs=1e-3)
-    # The long song: two 30 s windows (the 5 s tail is dropped), each with its own
+    # The long song: two windows (30 s and the 15 s rest), each with its own
     # probabilities, and the song's are their mean.
     status, out = post_file(server, clips["long"], top_k="all")
     assert out["windows"] == 2 and [w["start_s"] for w in out["per_window"]] == [0.0, 30.0]
@@ -280,7 +216,7 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server, tmp_path
 
 
 def test_models_compiled_once_at_start(server, clips):
-    post_file(server, clips["long"], model="cnn3_genre")
+    post_file(server, clips["short"], model="cnn3_genre")
     _, stats = request(f"{server.url}/api/stats")
     for name, s in stats.items():
         assert s["compiled_programs"] == len(s["bucket_sizes"]), (name, s)

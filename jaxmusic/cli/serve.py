@@ -9,7 +9,8 @@ import sys
 try:  # the optional extra: without it, `jaxmusic serve` says how to get it
     import uvicorn
 
-    from jaxmusic.serve import Limits, Service, create_app
+    from jaxmusic.serve.analysis import Limits
+    from jaxmusic.serve.app import Service, create_app
 except ImportError as e:  # pragma: no cover - depends on the installation
     MISSING = e
 else:

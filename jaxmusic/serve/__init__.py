@@ -6,14 +6,10 @@
   silence), decoded and classified by :func:`jaxmusic.predict.predict_audio`;
 * :mod:`.app`: the Starlette routes (page, ``/api/models``, ``/api/predict``,
   ``/api/stats``) and the :class:`~.app.Service` that holds the loaded runs;
+* :mod:`.client`: a standard-library client (start a server, upload audio);
 * ``static/``: the page, its script and its style (served by the app; no CDN).
 
 Needs the ``serve`` extra (``pip install -e '.[serve]'``: Starlette, uvicorn,
-python-multipart); the rest of jaxmusic does not import this package.
+python-multipart); the rest of jaxmusic does not import this package, and this
+file imports nothing, so :mod:`.client` works without the extra.
 """
-
-from jaxmusic.serve.analysis import Limits, RequestError
-from jaxmusic.serve.app import Service, create_app
-from jaxmusic.serve.batching import BatchedRun, Batcher
-
-__all__ = ["BatchedRun", "Batcher", "Limits", "RequestError", "Service", "create_app"]
