@@ -19,7 +19,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench,viz,baselines]'
+	$(PY) -m pip install --quiet -e '.[test,bench,viz,baselines,serve]'
 	touch $(STAMP)
 
 $(DATA)/.done: $(STAMP)

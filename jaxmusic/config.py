@@ -49,9 +49,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.readers = 0             # input streams per global batch (0: one per process);
                                    # fix it to make batches independent of the topology
     c.data.targets = ("valence", "energy", "danceability")  # regression axes used
+    c.data.resize = ()             # (H, W): each clip's valid part resized bilinearly on device to an
+                                   # H (time) x W (frequency) picture before the backbone (image-style CNNs)
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "lstm"          # lstm | cnn | ast; other keys go to the backbone
+    c.model.name = "lstm"          # lstm | cnn | ast | lenet | minialexnet | cnn3_dense;
+                                   # other keys go to the backbone
 
     c.train = ml_collections.ConfigDict()
     c.train.seed = 0
@@ -224,3 +227,9 @@ def lab_config(set_name: str, view: str, model: ml_collections.ConfigDict,
     if task != "genre":
         c.train.select_metric = "spearman_mean"
     return c
+
+
+def image_model(name: str, **overrides) -> ml_collections.ConfigDict:
+    """An image-style CNN (``lenet``, ``minialexnet``, ``cnn3_dense``; shapes in
+    :mod:`jaxmusic.models.image`); set ``data.resize`` to give it fixed pictures."""
+    return ml_collections.ConfigDict({"name": name, **overrides})

@@ -86,7 +86,8 @@ class Run:
 def make_model(config, task: tasks.Task, num_features: int, max_length: int) -> Model:
     model_cfg = dict(config.model)
     model_cfg["dtype"] = DTYPES[config.train.dtype]
-    return Model(backbone=build_backbone(model_cfg, num_features, max_length),
+    return Model(backbone=build_backbone(model_cfg, num_features, max_length,
+                                         resize=config.data.get("resize", ())),
                  head=task.make_head())
 
 
@@ -166,14 +167,17 @@ def load_run(workdir: str | Path, which: str = "best", *, with_data: bool = True
 
 
 def match_source_run(config, source: str | Path):
-    """``config`` made to fit a source run for transfer: the same backbone and view
-    (and for the AST the same input length, which fixes its positional embeddings)."""
+    """``config`` made to fit a source run for transfer: the same backbone, view and
+    picture size (``data.resize``), and for the AST the same input length, which fixes
+    its positional embeddings."""
     source = Path(source)
     record = read_record(source)
     src = read_config(source / CONFIG_FILE)
     config = copy.deepcopy(config)
     config.model = src.model
     config.data.view = record["view"]
+    with config.data.ignore_type():
+        config.data.resize = tuple(src.data.get("resize", ()))
     if src.model.name == "ast":
         config.data.max_length = record["max_length"]
     return config
