@@ -51,7 +51,7 @@ chromium:
 	  else echo "chromium missing and cannot be installed here: the browser test will skip"; fi; }
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(DATA) $(PREP) runs
