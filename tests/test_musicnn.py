@@ -119,3 +119,33 @@ def test_patches_and_backbone_ignore_padding():
                        jnp.asarray([200]), train=False)
     assert a.shape == (1, 200)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+@needs_musicnn
+def test_tag_command_json_matches_librosa_pipeline(tmp_path, capsys):
+    import json
+
+    import librosa
+
+    from jaxmusic import cli
+
+    sr = 22050
+    y = np.concatenate([af.chord("C", 3.5, sr=sr) + af.click_track(100, 3.5, sr=sr), af.noise(3.5, sr=sr, seed=4)])
+    good = af.write_audio(tmp_path / "song.wav", y, sr=sr)
+    bad = af.write_corrupt(tmp_path / "bad.wav")
+    rc = cli.main(["tag", str(good), str(bad), "--model", "MTT_vgg", "--json", "--per-patch", "--top-k", "50"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 2 and "bad.wav" in lines[0] and "error" in lines[0]
+    result = json.loads(lines[1])
+    assert result["patches"] == 2 and len(result["per_patch"]) == 2
+    # Reference: librosa's resampling and mel, the package's patching, the ported tagger.
+    y16 = librosa.resample(y, orig_sr=sr, target_sr=16000, res_type="soxr_hq")
+    mel = np.log10(10000 * librosa.feature.melspectrogram(y=y16, sr=16000, hop_length=256, n_fft=512, n_mels=96).T + 1)
+    patches = np.stack([mel[i * 187:(i + 1) * 187] for i in range(mel.shape[0] // 187)])
+    module, variables = pretrained.tagger("MTT_vgg")
+    probs = np.asarray(jax.nn.sigmoid(module.apply(variables, jnp.asarray(patches), train=False)["logits"]))
+    got = {t["tag"]: t["probability"] for t in result["tags"]}
+    want = dict(zip(pretrained.MTT_LABELS, probs.mean(axis=0)))
+    assert set(got) == set(want)
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-3)
+    assert result["tags"][0]["probability"] >= result["tags"][-1]["probability"]

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jaxmusic.cli.train", "train a model from a config (then evaluate it)"),
     "evaluate": ("jaxmusic.cli.train", "score a run's best checkpoint; write metrics and tables"),
     "predict": ("jaxmusic.cli.predict", "genre (and emotion) of audio files from trained runs"),
+    "tag": ("jaxmusic.cli.tag", "music tags of audio files from a pretrained musicnn tagger"),
     "transfer": ("jaxmusic.cli.experiments", "emotion model: scratch vs fine-tuned vs frozen genre backbone"),
     "compare-multitask": ("jaxmusic.cli.experiments", "multitask model vs one single-axis model per axis"),
     "cv": ("jaxmusic.cli.experiments", "k-fold cross-validation of a config"),
