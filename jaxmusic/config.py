@@ -78,6 +78,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.freeze_backbone = False  # transfer: train the head only
     c.train.init_from = ""         # transfer: a genre run directory
 
+    # Augmentation in the jitted train step (jaxmusic.augment; all off by default).
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_frames = 0      # random crop of min(length, N) valid frames, moved to frame 0
+    c.augment.time_shift = 0       # random circular shift of the valid frames by up to +/- N
+    c.augment.gain_db = 0.0        # random gain U[-g, g] dB per clip (converted by the feature std)
+    c.augment.contrast = 0.0       # random contrast U[1-c, 1+c] around each clip's mean
+    c.augment.time_masks = 0       # SpecAugment: number of time masks ...
+    c.augment.time_mask_width = 0  # ... each up to this many frames
+    c.augment.freq_masks = 0       # SpecAugment: number of frequency masks ...
+    c.augment.freq_mask_width = 0  # ... each up to this many bands
+    c.augment.mixup_alpha = 0.0    # mixup with lam ~ Beta(a, a); genre labels become soft
+
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "mse"            # regression: mse | spearman | mse+spearman
     c.loss.spearman_temperature = 0.1

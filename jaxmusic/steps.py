@@ -24,8 +24,11 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from jaxmusic import checkpoint, parallel, xla
+from jaxmusic import augment, checkpoint, parallel, xla
 from jaxmusic.runs import Run
+
+
+AUGMENT_STREAM = 0x61756700   # fold_in tag of the augmentation key (apart from dropout's)
 
 
 class TrainState(train_state.TrainState):
@@ -160,13 +163,21 @@ def train_step_fn(run: Run, freeze_backbone: bool = False) -> Callable:
     """``train_step(state, batch) -> (state, metrics)``: forward, task loss, backward,
     optimiser update. A frozen backbone keeps its batch statistics."""
     model, task = run.model, run.task
+    aug_cfg = run.config.get("augment")
+    augmenting = augment.enabled(aug_cfg)
+    num_classes = len(run.task.label_names) if run.task.data_kind == "genre" else None
+    aug_scale = augment.feature_scale(run.normalization()[1])
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
-            out, mutated = _apply(model, state, params, batch, True, rng)
-            loss, metrics = task.loss(params, out["output"], batch)
+            b = batch
+            if augmenting:  # its own key: dropout draws what it drew without augmentation
+                b = augment.apply(b, jax.random.fold_in(rng, AUGMENT_STREAM), aug_cfg,
+                                  num_classes=num_classes, scale=aug_scale)
+            out, mutated = _apply(model, state, params, b, True, rng)
+            loss, metrics = task.loss(params, out["output"], b)
             return loss, (metrics, mutated)
 
         (loss, (metrics, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -108,13 +108,14 @@ def _genre_task(config, classes: Sequence[str], class_weights: np.ndarray | None
 
     def loss(params, logits, batch):
         logits = logits.astype(jnp.float32)
-        onehot = jax.nn.one_hot(batch["label"], num_classes)
+        # Mixup (jaxmusic.augment) gives soft labels; the accuracy stays on the hard ones.
+        onehot = batch["label_soft"] if "label_soft" in batch else jax.nn.one_hot(batch["label"], num_classes)
         if smoothing:
             onehot = onehot * (1 - smoothing) + smoothing / num_classes
         per_example = -jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1)
         w = batch["mask"].astype(jnp.float32)
         if weights is not None:
-            w = w * weights[batch["label"]]
+            w = w * (batch["label_soft"] @ weights if "label_soft" in batch else weights[batch["label"]])
         total = jnp.sum(per_example * w) / jnp.maximum(jnp.sum(w), 1e-6)
         m = batch["mask"].astype(jnp.float32)
         acc = jnp.sum((logits.argmax(-1) == batch["label"]) * m) / jnp.maximum(m.sum(), 1)
