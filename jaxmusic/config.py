@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = ""                    # set from the config file's name
-    c.task = "genre"               # genre | regression | multitask
+    c.task = "genre"               # genre | classification | regression | multitask
+                                   # (classification: any classes, macro-F1 selection; see tasks)
 
     c.data = ml_collections.ConfigDict()
     c.data.root = "data"           # lab layout root (holds the set folders)
@@ -49,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.readers = 0             # input streams per global batch (0: one per process);
                                    # fix it to make batches independent of the topology
     c.data.targets = ("valence", "energy", "danceability")  # regression axes used
+    c.data.bins = 0                # task "classification" on a multitask set: quantile bins of ...
+    c.data.bin_target = "energy"   # ... this axis (cut points from the training split; 3: tertiles)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "lstm"          # lstm | cnn | ast; other keys go to the backbone
@@ -233,6 +236,8 @@ def lab_config(set_name: str, view: str, model: ml_collections.ConfigDict,
     c.data.set = set_name
     c.data.view = view
     c.model = model
-    if task != "genre":
+    if task == "classification":
+        c.train.select_metric = "macro_f1"
+    elif task != "genre":
         c.train.select_metric = "spearman_mean"
     return c

@@ -96,18 +96,38 @@ def build_run(config, pset: PreparedSet | None = None) -> Run:
     if pset is None:
         pset = PreparedSet.open(Path(config.data.prepared) / config.data.set,
                                 verify=config.data.get("verify", "auto"))
-    task_kind = "genre" if config.task == "genre" else "multitask"
+    bins = int(config.data.get("bins", 0) or 0)
+    if config.task == "classification":   # any classes: a genre-kind set's, or bins of a multitask axis
+        task_kind = "multitask" if pset.kind == "multitask" else "genre"
+        if task_kind == "multitask" and not bins:
+            raise ValueError(f"task 'classification' on the multitask set {pset.name} needs data.bins "
+                             "(e.g. 3: tertiles) and data.bin_target (the axis)")
+    else:
+        task_kind = "genre" if config.task == "genre" else "multitask"
     if pset.kind != task_kind:
         raise ValueError(f"task {config.task!r} needs a {task_kind} set, but "
                          f"{pset.name} is a {pset.kind} set")
-    counts = None
-    if config.task == "genre":
+    counts, label_names, bin_record = None, None, None
+    if task_kind == "genre":
         per_class = pset.manifest["splits"]["train"]["per_class"]
         counts = [per_class[c] for c in pset.classes]
+        label_names = list(pset.classes)
+    elif config.task == "classification":
+        axis = str(config.data.bin_target)
+        if axis not in lab.TARGETS:
+            raise ValueError(f"data.bin_target must be one of {lab.TARGETS}, got {axis!r}")
+        values = pset.targets("train")[:, lab.TARGETS.index(axis)]
+        edges = tasks.bin_edges(values, bins)
+        classes = tasks.bin_labels(values, edges)
+        counts = [int(np.sum(classes == k)) for k in range(bins)]
+        label_names = list(tasks.bin_names(axis, bins))
+        bin_record = {"axis": axis, "edges": list(edges), "split": "train"}
+    else:
+        label_names = list(config.data.targets)
     mean, std = pset.train_statistics(config.data.view)
     record = {
         "task": config.task, "data_kind": task_kind,
-        "label_names": list(pset.classes) if config.task == "genre" else list(config.data.targets),
+        "label_names": label_names, "bins": bin_record,
         "class_counts": counts, "set": pset.name, "beat": pset.manifest["beat"],
         "view": config.data.view, "num_features": len(mean),
         "max_length": int(config.data.max_length) or pset.max_length(),
@@ -118,8 +138,9 @@ def build_run(config, pset: PreparedSet | None = None) -> Run:
 
 
 def _assemble(config, record: dict, pset: PreparedSet | None) -> Run:
-    task = tasks.make_task(config, record["label_names"] if record["data_kind"] == "genre" else None,
-                           record.get("class_counts"))
+    classifier = record["data_kind"] == "genre" or record["task"] == "classification"
+    task = tasks.make_task(config, record["label_names"] if classifier else None,
+                           record.get("class_counts"), record.get("bins"))
     model = make_model(config, task, int(record["num_features"]), int(record["max_length"]))
     return Run(config, record, task, model, pset)
 
