@@ -61,8 +61,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 32        # global batch (all processes and devices)
     c.train.epochs = 30
     c.train.optimizer = "adamw"    # adamw | adam | lamb | lars | sgd
+    c.train.momentum = 0.9         # sgd: momentum (0: plain SGD; 0.5 and 0.9 are the seeds' values)
     c.train.learning_rate = 1e-4
-    c.train.schedule = "constant"  # constant | warmup_cosine | exponential
+    c.train.schedule = "constant"  # constant | warmup_cosine | exponential | plateau
+    c.train.plateau_patience = 3   # plateau: epochs without a better mean train loss before ...
+    c.train.plateau_factor = 0.1   # ... the rate is multiplied by this
+    c.train.plateau_rtol = 1e-4    # plateau: relative improvement that counts
     c.train.warmup_steps = 0
     c.train.decay_rate = 0.5       # exponential: factor per `decay_epochs`
     c.train.decay_epochs = 10
