@@ -225,6 +225,12 @@ def cnn_model(**overrides) -> ml_collections.ConfigDict:
                                              kernel_size=3), **overrides})
 
 
+def musicnn_model(arch: str = "musicnn", **overrides) -> ml_collections.ConfigDict:
+    """The musicnn / VGG taggers (jaxmusic.models.musicnn) as a backbone; needs the musicnn
+    recipe's view (``data.view = "musicnn"``); ``--init-from musicnn:MSD_musicnn`` loads weights."""
+    return ml_collections.ConfigDict({**dict(name="musicnn", arch=arch), **overrides})
+
+
 def ast_model(size: str = "tiny", **overrides) -> ml_collections.ConfigDict:
     """Audio Spectrogram Transformer (Gong et al. 2021), DeiT sizes, strides 10."""
     return ml_collections.ConfigDict({**dict(name="ast", size=size, fstride=10, tstride=10),

@@ -191,6 +191,46 @@ def extract(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarra
             flags)
 
 
+RECIPES = ("lab", "musicnn")
+
+
+def extract_musicnn(y: np.ndarray, sr: int = recipe.MUSICNN_SAMPLE_RATE
+                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The musicnn recipe of one clip at 16 kHz: ``(full (T, 96), beat (n_beats, 96), flags)``.
+
+    ``full`` is ``log10(10000 * melspectrogram(sr=16000, n_fft=512, hop_length=256,
+    n_mels=96) + 1)`` per frame, the input of the pretrained musicnn taggers
+    (:func:`jaxmusic.frontend.musicnn_input` computes the same in JAX); ``beat`` its
+    per-beat medians (beats as in :func:`extract`, at hop 256).
+    """
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0:
+        raise DatasetError(f"expected non-empty mono audio, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise DatasetError("audio has non-finite samples")
+    flags: list[str] = []
+    silent = not np.any(np.abs(y) > SILENCE_PEAK)
+    if silent:
+        flags.append(FLAG_SILENT)
+    hop = recipe.MUSICNN_HOP_LENGTH
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=recipe.MUSICNN_N_FFT, hop_length=hop,
+                                             n_mels=recipe.MUSICNN_BANDS)
+        full = np.log10(10000.0 * mel + 1.0).astype(np.float32)
+        beats = np.zeros(0, dtype=int)
+        if not silent:
+            _, percussive = librosa.effects.hpss(y)
+            _, beats = librosa.beat.beat_track(y=percussive, sr=sr, hop_length=hop)
+        if len(beats) == 0:
+            beats = beat_grid(full.shape[1], sr, hop)
+            flags.append(FLAG_BEAT_FALLBACK)
+        beat = librosa.util.sync(full, beats, aggregate=np.median)
+    return np.ascontiguousarray(full.T), np.ascontiguousarray(beat.T, dtype=np.float32), flags
+
+
 def audio_seconds(path: str | os.PathLike) -> float:
     """Duration from the file header (refuses unreadable files like :func:`load_audio`)."""
     import soundfile as sf
@@ -528,13 +568,13 @@ def _worker_init() -> None:
     warnings.simplefilter("ignore", UserWarning)
 
 
-def make_clip(spec: dict, sr: int, full_path: str, beat_path: str) -> dict:
+def make_clip(spec: dict, sr: int, full_path: str, beat_path: str, recipe_name: str = "lab") -> dict:
     """Load, extract and write one clip (runs in a worker). Returns its report entry,
     or ``{"problem": ...}`` for a refused file."""
     try:
         y, load_flags = load_audio(spec["path"], sr=sr, offset=spec["start"],
                                    duration=spec["duration"])
-        full, beat, flags = extract(y, sr)
+        full, beat, flags = (extract_musicnn if recipe_name == "musicnn" else extract)(y, sr)
     except DatasetError as e:
         return {"problem": {"id": spec["id"], "file": e.file or spec["path"], "reason": e.reason}}
     except Exception as e:  # librosa failing on one clip must not stop the run
@@ -565,8 +605,17 @@ def _label_bytes(writer, rows) -> bytes:
 
 
 def _settings(sr: int, layout: str, test_fraction: float, seed: int,
-              duration: float | None, window: float | None) -> dict:
+              duration: float | None, window: float | None, recipe_name: str = "lab") -> dict:
     import librosa
+    if recipe_name == "musicnn":
+        return {"recipe": "musicnn", "sample_rate": sr, "n_fft": recipe.MUSICNN_N_FFT,
+                "hop_length": recipe.MUSICNN_HOP_LENGTH, "n_mels": recipe.MUSICNN_BANDS,
+                "mel": "log10(10000 * melspectrogram(power=2.0) + 1)",
+                "beat": "beat_track(hpss percussive) -> util.sync(aggregate=np.median)",
+                "beat_fallback_bpm": FALLBACK_BPM, "resampler": RES_TYPE,
+                "librosa": librosa.__version__, "layout": layout,
+                "test_fraction": test_fraction, "seed": seed,
+                "duration": duration, "window": window}
     return {"sample_rate": sr, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": N_MELS,
             "mel": "power_to_db(melspectrogram(power=2.0), ref=np.max)",
             "chroma": "chroma_cqt(hop_length=512)",
@@ -605,8 +654,8 @@ def _load_known(set_dir: Path) -> tuple[dict | None, dict[str, dict]]:
 def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, name: str, *,
             labels: str | os.PathLike | None = None, test_fraction: float = 0.2, seed: int = 0,
             jobs: int = 1, strict: bool = False, duration: float | None = None,
-            window: float | None = None, sample_rate: int = SAMPLE_RATE,
-            progress: bool = True, overwrite: bool = False) -> Result:
+            window: float | None = None, sample_rate: int | None = None,
+            progress: bool = True, overwrite: bool = False, recipe_name: str = "lab") -> Result:
     """Turn an audio collection into a lab set ``<out>/<name>`` and ``<out>/<name>_beat``.
 
     ``duration``: seconds taken from the start of each whole file (shorter files
@@ -642,7 +691,14 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
     sides = split_groups(plan.clips, test_fraction, seed)
     set_dir = Path(out) / name
     beat_dir = Path(out) / f"{name}_beat"
-    settings = _settings(sample_rate, layout, test_fraction, seed, duration, window)
+    if recipe_name not in RECIPES:
+        raise DatasetError(f"unknown recipe {recipe_name!r} (one of {', '.join(RECIPES)})")
+    if sample_rate is None:
+        sample_rate = recipe.MUSICNN_SAMPLE_RATE if recipe_name == "musicnn" else SAMPLE_RATE
+    if recipe_name == "musicnn" and sample_rate != recipe.MUSICNN_SAMPLE_RATE:
+        raise DatasetError(f"the musicnn recipe is defined at {recipe.MUSICNN_SAMPLE_RATE} Hz, "
+                           f"got --sample-rate {sample_rate}")
+    settings = _settings(sample_rate, layout, test_fraction, seed, duration, window, recipe_name)
     old_settings, known = (None, {}) if overwrite else _load_known(set_dir)
     if old_settings is not None and old_settings != settings:
         changed = sorted(k for k in settings if old_settings.get(k) != settings[k])
@@ -713,7 +769,7 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
         bar.set_postfix(skipped=skipped, failed=0)
     try:
         args = [({"id": c.id, "path": c.path, "start": c.start, "duration": c.duration},
-                 sample_rate, str(paths[c.id][0]), str(paths[c.id][1])) for c in todo]
+                 sample_rate, str(paths[c.id][0]), str(paths[c.id][1]), recipe_name) for c in todo]
         if jobs <= 1 or len(todo) <= 1:
             _in_process(args, record, advance)
         else:

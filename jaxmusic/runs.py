@@ -26,9 +26,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from jaxmusic import checkpoint, tasks
+from jaxmusic import checkpoint, pretrained, tasks
 from jaxmusic.config import read_config
 from jaxmusic.data import lab
 from jaxmusic.data.pipeline import PipelineConfig, PreparedSet
@@ -86,6 +87,8 @@ class Run:
 def make_model(config, task: tasks.Task, num_features: int, max_length: int) -> Model:
     model_cfg = dict(config.model)
     model_cfg["dtype"] = DTYPES[config.train.dtype]
+    if config.model.name == "musicnn" and config.train.freeze_backbone:
+        model_cfg["frozen"] = True   # a frozen pretrained tagger normalises with its running statistics
     return Model(backbone=build_backbone(model_cfg, num_features, max_length),
                  head=task.make_head())
 
@@ -189,6 +192,12 @@ def load_run(workdir: str | Path, which: str = "best", *, with_data: bool = True
 def match_source_run(config, source: str | Path):
     """``config`` made to fit a source run for transfer: the same backbone and view
     (and for the AST the same input length, which fixes its positional embeddings)."""
+    name = pretrained.parse_init(str(source))
+    if name is not None:   # musicnn:<model>: its architecture on the musicnn recipe's view
+        config = copy.deepcopy(config)
+        config.model = ml_collections.ConfigDict({"name": "musicnn", "arch": pretrained.spec(name).arch})
+        config.data.view = "musicnn"
+        return config
     source = Path(source)
     record = read_record(source)
     src = read_config(source / CONFIG_FILE)

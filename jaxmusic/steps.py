@@ -24,7 +24,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from jaxmusic import augment, checkpoint, parallel, xla
+from jaxmusic import augment, checkpoint, parallel, pretrained, xla
 from jaxmusic.runs import Run
 
 
@@ -158,10 +158,19 @@ def init_state(run: Run, mesh, steps_per_epoch: int, variables: dict | None = No
     return jax.device_put(state, parallel.replicated(mesh))
 
 
+def pretrained_backbone(name: str) -> dict:
+    """The ``{"params", "batch_stats"}`` backbone trees of a :class:`MusicnnBackbone`
+    holding pretrained tagger ``name`` (``musicnn:<name>``)."""
+    tagger = pretrained.load_variables(name)
+    return {c: {"backbone": {"tagger": tagger[c]}} for c in ("params", "batch_stats")}
+
+
 def transfer_backbone(variables: dict, source_workdir: str | Path) -> dict:
     """``variables`` with the backbone's parameters and batch statistics taken from
-    another run's best checkpoint (the head stays fresh)."""
-    src, _ = checkpoint.load_variables(source_workdir, which="best")
+    another run's best checkpoint, or from a pretrained tagger (``musicnn:<name>``);
+    the head stays fresh."""
+    name = pretrained.parse_init(str(source_workdir))
+    src = pretrained_backbone(name) if name else checkpoint.load_variables(source_workdir, which="best")[0]
     if "backbone" not in src["params"]:
         raise ValueError(f"{source_workdir}: checkpoint has no backbone parameters")
     out = {k: dict(v) for k, v in variables.items()}

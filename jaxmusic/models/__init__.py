@@ -1,4 +1,4 @@
-"""Flax Linen models: backbones (LSTM, CNN, AST) -> latent, heads -> outputs.
+"""Flax Linen models: backbones (LSTM, CNN, AST, musicnn/VGG) -> latent, heads -> outputs.
 
 Every backbone is called as ``backbone(features [B, T, F], lengths [B], *, train)``
 and returns ``latent [B, backbone.feature_size]``; frames ``t >= length`` are zero
@@ -23,8 +23,10 @@ from jaxmusic.models.ast import AST_SIZES, ASTBackbone, make_ast, patch_grid
 from jaxmusic.models.cnn import CNNBackbone
 from jaxmusic.models.heads import ClassifierHead, RegressionHead
 from jaxmusic.models.lstm import LSTMBackbone
+from jaxmusic.models.musicnn import MusicnnBackbone
 
-BACKBONES: dict[str, type[nn.Module]] = {"lstm": LSTMBackbone, "cnn": CNNBackbone, "ast": ASTBackbone}
+BACKBONES: dict[str, type[nn.Module]] = {"lstm": LSTMBackbone, "cnn": CNNBackbone, "ast": ASTBackbone,
+                                         "musicnn": MusicnnBackbone}
 
 __all__ = [
     "AST_SIZES",
@@ -33,6 +35,7 @@ __all__ = [
     "CNNBackbone",
     "ClassifierHead",
     "LSTMBackbone",
+    "MusicnnBackbone",
     "Model",
     "RegressionHead",
     "build_backbone",

@@ -199,11 +199,15 @@ class MusicnnBackbone(nn.Module):
 
     Parameters live under ``tagger`` (the pretrained weights import there); the
     tagger's own 50-tag output layer is kept (so the pretrained tree loads whole)
-    but not used by the latent.
+    but not used by the latent. ``frozen`` (set from ``train.freeze_backbone``) runs
+    the tagger in inference mode in training too (running BatchNorm statistics, no
+    dropout), as a frozen pretrained feature extractor; the optimiser leaves its
+    parameters alone and the step keeps its statistics.
     """
 
     arch: str = "musicnn"
     patch_frames: int = PATCH_FRAMES
+    frozen: bool = False     # transfer with a frozen backbone: BatchNorm on its running statistics
     dtype: Any = jnp.float32
 
     @property
@@ -220,6 +224,7 @@ class MusicnnBackbone(nn.Module):
         n_patches = patches.shape[1]
         flat_valid = valid.reshape(-1)
         out = make_tagger(self.arch, dtype=self.dtype, name="tagger")(
-            patches.reshape(batch * n_patches, self.patch_frames, nfeat), train=train, mask=flat_valid)
+            patches.reshape(batch * n_patches, self.patch_frames, nfeat), train=train and not self.frozen,
+            mask=flat_valid)
         pen = out["penultimate"].reshape(batch, n_patches, -1).astype(jnp.float32)
         return masks.masked_mean(pen, valid)
