@@ -223,7 +223,11 @@ class LoadedRun:
     def features(self, full: np.ndarray, beat: np.ndarray) -> np.ndarray:
         """The run's view of one window (``(T, 140)`` full and beat arrays), cropped
         and standardised as in training."""
-        lo, hi = lab.VIEWS[self.info["view"]]
+        view = self.info["view"]
+        if full.shape[1] != lab.VIEW_ROWS[view]:
+            raise ValueError(f"{self.workdir}: this run reads view {view!r} ({lab.VIEW_ROWS[view]}-row features "
+                             f"of its own recipe), given {full.shape[1]}-row features")
+        lo, hi = lab.VIEWS[view]
         x = (beat if self.info["beat"] else full)[:, lo:hi]
         return self.run.standardize(x[: self.run.max_length])
 

@@ -13,9 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxmusic"
 RANKS = {
     "jaxmusic.recipe": 0, "jaxmusic.workers": 0, "jaxmusic.config": 0, "jaxmusic.metrics": 0,
     "jaxmusic.data": 1, "jaxmusic.parallel": 1, "jaxmusic.frontend": 1,
-    "jaxmusic.models": 2, "jaxmusic.tasks": 2, "jaxmusic.checkpoint": 2,
-    "jaxmusic.runs": 3,
+    "jaxmusic.augment": 1,
+    "jaxmusic.models": 2, "jaxmusic.tasks": 2, "jaxmusic.checkpoint": 2, "jaxmusic.pretrained": 2,
+    "jaxmusic.runs": 3, "jaxmusic.tagging": 3,
     "jaxmusic.steps": 4,
+    "jaxmusic.lrfind": 5,
     "jaxmusic.evaluate": 5,
     "jaxmusic.train": 6,
     "jaxmusic.experiments": 7,
