@@ -15,7 +15,9 @@ from jaxmusic.config import lab_config, musicnn_model
 
 
 def get_config(arch: str = "musicnn"):
-    c = lab_config("emotions", "musicnn", musicnn_model(arch), task="classification")
+    # BatchNorm momentum 0.9: TF's 0.99 leaves the running statistics near their start after
+    # the few dozen updates of a small set (a from-scratch model then fails in eval mode).
+    c = lab_config("emotions", "musicnn", musicnn_model(arch, bn_momentum=0.9), task="classification")
     c.data.normalize = False          # the taggers were trained on the raw log-compressed mel
     c.train.class_weights = True
     c.train.batch_size = 8

@@ -86,33 +86,34 @@ def transfer(config, source_run: str | Path, workdir: str | Path, progress: bool
     }
     classifier = runs.build_run(base).task.is_classifier
     seeds = [s for s in seeds if s is not None] or [int(base.train.seed)]
-    rows, per_seed = [], {}
-    for i, (name, changes) in enumerate(variants.items()):
-        tag = ["scratch", "finetune", "frozen"][i]
-        results = []
-        for seed in seeds:
+    tags = dict(zip(variants, ["scratch", "finetune", "frozen"]))
+    results: dict[str, list] = {name: [] for name in variants}
+    # Seed-major: every variant of a seed before the next seed, so a partial run compares like with like.
+    for seed in seeds:
+        for name, changes in variants.items():
             cfg = copy.deepcopy(base)
-            cfg.name = f"{base.name}_{tag}"
+            cfg.name = f"{base.name}_{tags[name]}"
             cfg.train.seed = int(seed)
             for k, v in changes.items():
                 cfg.train[k] = v
-            run_dir = workdir / tag if len(seeds) == 1 else workdir / f"{tag}_seed{seed}"
-            results.append(_train_and_score(cfg, run_dir, progress))
+            run_dir = workdir / tags[name] if len(seeds) == 1 else workdir / f"{tags[name]}_seed{seed}"
+            metrics = _train_and_score(cfg, run_dir, progress)
+            results[name].append(_class_scores(metrics) if classifier
+                                 else _axis_row(name, metrics, config.data.targets))
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "transfer_seeds.json").write_text(json.dumps({"seeds": seeds, "runs": results}, indent=2) + "\n")
+    rows = []
+    for name, res in results.items():
         if classifier:
-            scores = [_class_scores(m) for m in results]
-            per_seed[name] = scores
-            f1 = [sc["macro_f1"] for sc in scores]
-            acc = [sc["accuracy"] for sc in scores]
+            f1 = [sc["macro_f1"] for sc in res]
+            acc = [sc["accuracy"] for sc in res]
             rows.append([name, _mean_std(f1) if len(seeds) > 1 else round(f1[0], 4),
-                         _mean_std(acc) if len(seeds) > 1 else round(acc[0], 4), scores[0]["on"]])
+                         _mean_std(acc) if len(seeds) > 1 else round(acc[0], 4), res[0]["on"]])
+        elif len(seeds) == 1:
+            rows.append(res[0])
         else:
-            axis_rows = [_axis_row(name, m, config.data.targets) for m in results]
-            per_seed[name] = axis_rows
-            if len(seeds) == 1:
-                rows.append(axis_rows[0])
-            else:
-                cols = list(zip(*[r[1:] for r in axis_rows]))
-                rows.append([name] + [_mean_std([v for v in c if v is not None]) for c in cols])
+            cols = list(zip(*[r[1:] for r in res]))
+            rows.append([name] + [_mean_std([v for v in c if v is not None]) for c in cols])
     src_name = str(source_run) if str(source_run).startswith("musicnn:") else Path(source_run).name
     title = (f"Transfer from {src_name} to {config.data.set} ({base.model.name}, view {base.data.view}"
              + (f", seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ")"))
@@ -123,9 +124,7 @@ def transfer(config, source_run: str | Path, workdir: str | Path, progress: bool
         columns = ["variant", *config.data.targets, "mean"]
         notes = ("Validation Spearman (held out from train, same split for every row"
                  + (f"; mean +/- std over {len(seeds)} seeds)." if len(seeds) > 1 else ", same seed)."))
-    table = write_comparison(workdir, title, columns, rows, notes)
-    (workdir / "transfer_seeds.json").write_text(json.dumps({"seeds": seeds, "runs": per_seed}, indent=2) + "\n")
-    return table
+    return write_comparison(workdir, title, columns, rows, notes)
 
 
 def compare_multitask(config, workdir: str | Path, progress: bool = True) -> dict:

@@ -195,7 +195,8 @@ def match_source_run(config, source: str | Path):
     name = pretrained.parse_init(str(source))
     if name is not None:   # musicnn:<model>: its architecture on the musicnn recipe's view
         config = copy.deepcopy(config)
-        config.model = ml_collections.ConfigDict({"name": "musicnn", "arch": pretrained.spec(name).arch})
+        keep = dict(config.model) if config.model.name == "musicnn" else {}   # e.g. bn_momentum
+        config.model = ml_collections.ConfigDict({**keep, "name": "musicnn", "arch": pretrained.spec(name).arch})
         config.data.view = "musicnn"
         return config
     source = Path(source)

@@ -68,7 +68,7 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
 
 def uses_plateau(config) -> bool:
     """``train.schedule = "plateau"``: the update takes the loss (``value=``)."""
-    return config.train.schedule == "plateau"
+    return config.train.get("schedule") == "plateau"
 
 
 def plateau_scale(opt_state) -> jax.Array:

@@ -24,6 +24,7 @@ from jaxmusic.data.lab import DatasetError
 from jaxmusic.models import musicnn
 
 BATCH_PATCHES = 16
+PATCH_SECONDS = 3.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,8 +42,11 @@ def _loaded(name: str):
 def file_patches(path: str | Path) -> tuple[np.ndarray, float, list[str]]:
     """``(patches [P, 187, 96], duration_s, flags)`` of one audio file."""
     y, flags = features.load_audio(path, sr=frontend.MUSICNN.sample_rate)
-    feats, _ = frontend.musicnn_input_jit(jnp.asarray(y[None]))
-    feats = np.asarray(feats[0])
+    # Padded to whole 3 s blocks (the padding is masked): one compilation per block count.
+    block = int(PATCH_SECONDS * frontend.MUSICNN.sample_rate)
+    padded = np.pad(y, (0, -len(y) % block))
+    feats, flen = frontend.musicnn_input_jit(jnp.asarray(padded[None]), jnp.asarray([len(y)]))
+    feats = np.asarray(feats[0])[: int(flen[0])]
     n = musicnn.PATCH_FRAMES
     count = max(1, feats.shape[0] // n)
     if feats.shape[0] < n:

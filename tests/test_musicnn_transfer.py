@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmusic import checkpoint, features as F, frontend, pretrained, runs
+from jaxmusic import checkpoint, frontend, pretrained, runs, steps
+from jaxmusic import features as F
 from jaxmusic.config import load_config
 from jaxmusic.data import lab, tfrecords
 from jaxmusic.train import train
@@ -75,7 +76,6 @@ def test_frozen_transfer_keeps_backbone_and_statistics_bit_identical(musicnn_set
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # ... while the head trained (it started from a fresh initialisation, and moved).
     fresh = runs.build_run(cfg)
-    from jaxmusic import steps
     init = steps.init_variables(fresh, cfg.train.seed)
     assert not np.array_equal(np.asarray(got["params"]["head"]["logits"]["kernel"]),
                               np.asarray(init["params"]["head"]["logits"]["kernel"]))
@@ -90,7 +90,6 @@ def test_transfer_latent_is_the_pretrained_penultimate(musicnn_set):
     cfg = runs.match_source_run(cfg, "musicnn:MTT_vgg")
     assert cfg.model.arch == "vgg" and cfg.data.view == "musicnn"
     run = runs.build_run(cfg)
-    from jaxmusic import steps
     variables = steps.transfer_backbone(steps.init_variables(run, 0), "musicnn:MTT_vgg")
     x = np.stack([r.features[:187] for r in lab.iter_records(musicnn_set / "data" / "emo", "test")])
     latent = run.model.apply(variables, x, np.full(len(x), 187), train=False)["latent"]

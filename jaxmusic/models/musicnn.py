@@ -57,8 +57,8 @@ BN_MOMENTUM = 0.99
 ARCHITECTURES = ("musicnn", "vgg", "vgg_msd")
 
 
-def _bn(train: bool, name: str, dtype) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+def _bn(train: bool, name: str, dtype, momentum: float = BN_MOMENTUM) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON,
                         dtype=dtype, name=name)
 
 
@@ -70,6 +70,7 @@ class MusicnnTagger(nn.Module):
     num_filt_midend: int = 64
     num_units_backend: int = 200
     n_bands: int = N_BANDS
+    bn_momentum: float = BN_MOMENTUM   # running-statistics momentum when training (TF's 0.99)
     dtype: Any = jnp.float32
 
     @property
@@ -83,13 +84,13 @@ class MusicnnTagger(nn.Module):
         bmask3 = None if mask is None else mask[:, None, None]
         bmask2 = None if mask is None else mask[:, None]
         x = jnp.asarray(x, self.dtype)
-        inp = _bn(train, "bn_input", self.dtype)(x[..., None], mask=bmask4)        # [B, T, 96, 1]
+        inp = _bn(train, "bn_input", self.dtype, self.bn_momentum)(x[..., None], mask=bmask4)        # [B, T, 96, 1]
         n_timbral = int(self.num_filt_frontend * 128)
         n_temporal = int(self.num_filt_frontend * 32)
 
         def block(y, filters, kernel, padding, name):
             y = nn.Conv(filters, kernel, padding=padding, dtype=self.dtype, name=f"conv_{name}")(y)
-            y = _bn(train, f"bn_{name}", self.dtype)(nn.relu(y), mask=bmask4)
+            y = _bn(train, f"bn_{name}", self.dtype, self.bn_momentum)(nn.relu(y), mask=bmask4)
             return jnp.max(y, axis=2)                                                 # [B, T, filters]
 
         front = [
@@ -105,7 +106,7 @@ class MusicnnTagger(nn.Module):
         y = frontend
         for i in range(3):
             z = nn.Conv(self.num_filt_midend, (7,), padding=((3, 3),), dtype=self.dtype, name=f"conv_mid{i + 1}")(y)
-            z = _bn(train, f"bn_mid{i + 1}", self.dtype)(nn.relu(z), mask=bmask3)
+            z = _bn(train, f"bn_mid{i + 1}", self.dtype, self.bn_momentum)(nn.relu(z), mask=bmask3)
             y = z if i == 0 else z + y
             mid.append(y)
         midend = jnp.concatenate(mid, axis=-1)                                        # [B, T, 753]
@@ -113,10 +114,10 @@ class MusicnnTagger(nn.Module):
         max_pool = jnp.max(midend, axis=1)
         mean_pool = jnp.mean(midend, axis=1)
         flat = jnp.stack([max_pool, mean_pool], axis=-1).reshape(x.shape[0], -1)     # [B, 1506], interleaved
-        flat = _bn(train, "bn_pool", self.dtype)(flat, mask=bmask2)
+        flat = _bn(train, "bn_pool", self.dtype, self.bn_momentum)(flat, mask=bmask2)
         flat = nn.Dropout(0.5, deterministic=not train)(flat)
         dense = nn.relu(nn.Dense(self.num_units_backend, dtype=self.dtype, name="dense")(flat))
-        penultimate = _bn(train, "bn_dense", self.dtype)(dense, mask=bmask2)
+        penultimate = _bn(train, "bn_dense", self.dtype, self.bn_momentum)(dense, mask=bmask2)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="logits")(
             nn.Dropout(0.5, deterministic=not train)(penultimate))
         return {"logits": logits, "penultimate": penultimate, "timbral": jnp.concatenate(front[:2], -1),
@@ -141,6 +142,7 @@ class VGGTagger(nn.Module):
     num_classes: int = N_TAGS
     num_filters: int = 128
     pools: tuple = VGG_POOLS_MTT    # ((window, strides), ...) of the five max-pools
+    bn_momentum: float = BN_MOMENTUM
     dtype: Any = jnp.float32
 
     @property
@@ -150,13 +152,13 @@ class VGGTagger(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> dict[str, jax.Array]:
         bmask = None if mask is None else mask[:, None, None, None]
-        y = _bn(train, "bn_input", self.dtype)(jnp.asarray(x, self.dtype)[..., None], mask=bmask)
+        y = _bn(train, "bn_input", self.dtype, self.bn_momentum)(jnp.asarray(x, self.dtype)[..., None], mask=bmask)
         out = {}
         for i, (window, strides) in enumerate(self.pools):
             if i:
                 y = nn.Dropout(0.25, deterministic=not train)(y)
             y = nn.Conv(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i + 1}")(y)
-            y = _bn(train, f"bn{i + 1}", self.dtype)(nn.relu(y), mask=bmask)
+            y = _bn(train, f"bn{i + 1}", self.dtype, self.bn_momentum)(nn.relu(y), mask=bmask)
             y = _max_pool_valid(y, window, strides)
             out[f"pool{i + 1}"] = y
         flat = y.reshape(y.shape[0], -1)
@@ -208,6 +210,7 @@ class MusicnnBackbone(nn.Module):
     arch: str = "musicnn"
     patch_frames: int = PATCH_FRAMES
     frozen: bool = False     # transfer with a frozen backbone: BatchNorm on its running statistics
+    bn_momentum: float = BN_MOMENTUM   # 0.99 (TF's) needs hundreds of steps; small runs want ~0.9
     dtype: Any = jnp.float32
 
     @property
@@ -223,7 +226,7 @@ class MusicnnBackbone(nn.Module):
         patches, valid = split_patches(features, lengths, self.patch_frames)
         n_patches = patches.shape[1]
         flat_valid = valid.reshape(-1)
-        out = make_tagger(self.arch, dtype=self.dtype, name="tagger")(
+        out = make_tagger(self.arch, dtype=self.dtype, bn_momentum=self.bn_momentum, name="tagger")(
             patches.reshape(batch * n_patches, self.patch_frames, nfeat), train=train and not self.frozen,
             mask=flat_valid)
         pen = out["penultimate"].reshape(batch, n_patches, -1).astype(jnp.float32)
