@@ -1,6 +1,7 @@
 """The ``musicnn`` package's pretrained taggers, read into :mod:`jaxmusic.models.musicnn`.
 
-The ``musicnn`` wheel (PyPI, ISC licence; ``pip install -e '.[pretrained]'``) ships
+The ``musicnn`` wheel (PyPI, ISC licence; ``pip install --no-deps musicnn==0.1.0``, the
+``.[pretrained]`` extra without its TensorFlow-1-era dependencies) ships
 four TensorFlow 1 checkpoints, one folder each, the checkpoint prefix being the
 folder itself (files ``.index``, ``.data-00000-of-00001``, ``.meta``):
 
@@ -88,8 +89,9 @@ def package_dir() -> Path:
     """The installed ``musicnn`` folder (located without importing the package)."""
     found = importlib.util.find_spec(PACKAGE)
     if found is None or not found.submodule_search_locations:
-        raise PretrainedMissing("the pretrained taggers need the musicnn package: "
-                                "pip install -e '.[pretrained]' (or pip install --no-deps musicnn==0.1.0)")
+        raise PretrainedMissing("the pretrained taggers need the musicnn package's checkpoints: "
+                                "pip install --no-deps musicnn==0.1.0 (its declared dependencies, "
+                                "e.g. numpy<1.17, are not needed and would break this environment)")
     return Path(list(found.submodule_search_locations)[0])
 
 
