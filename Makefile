@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench,viz,baselines,serve]'
+	$(PY) -m pip install --quiet --no-deps musicnn==0.1.0   # the .[pretrained] extra, without its TF1-era deps
 	touch $(STAMP)
 
 $(DATA)/.done: $(STAMP)

@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = ""                    # set from the config file's name
-    c.task = "genre"               # genre | regression | multitask
+    c.task = "genre"               # genre | classification | regression | multitask
+                                   # (classification: any classes, macro-F1 selection; see tasks)
 
     c.data = ml_collections.ConfigDict()
     c.data.root = "data"           # lab layout root (holds the set folders)
@@ -51,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.targets = ("valence", "energy", "danceability")  # regression axes used
     c.data.resize = ()             # (H, W): each clip's valid part resized bilinearly on device to an
                                    # H (time) x W (frequency) picture before the backbone (image-style CNNs)
+    c.data.bins = 0                # task "classification" on a multitask set: quantile bins of ...
+    c.data.bin_target = "energy"   # ... this axis (cut points from the training split; 3: tertiles)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "lstm"          # lstm | cnn | ast | lenet | minialexnet | cnn3_dense;
@@ -61,8 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 32        # global batch (all processes and devices)
     c.train.epochs = 30
     c.train.optimizer = "adamw"    # adamw | adam | lamb | lars | sgd
+    c.train.momentum = 0.9         # sgd: momentum (0: plain SGD; 0.5 and 0.9 are the seeds' values)
     c.train.learning_rate = 1e-4
-    c.train.schedule = "constant"  # constant | warmup_cosine | exponential
+    c.train.schedule = "constant"  # constant | warmup_cosine | exponential | plateau
+    c.train.plateau_patience = 3   # plateau: epochs without a better mean train loss before ...
+    c.train.plateau_factor = 0.1   # ... the rate is multiplied by this
+    c.train.plateau_rtol = 1e-4    # plateau: relative improvement that counts
     c.train.warmup_steps = 0
     c.train.decay_rate = 0.5       # exponential: factor per `decay_epochs`
     c.train.decay_epochs = 10
@@ -80,6 +87,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.steps_per_dispatch = 1  # K > 1: K batches stacked, run by lax.scan in one jitted call
     c.train.freeze_backbone = False  # transfer: train the head only
     c.train.init_from = ""         # transfer: a genre run directory
+
+    # Augmentation in the jitted train step (jaxmusic.augment; all off by default).
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_frames = 0      # random crop of min(length, N) valid frames, moved to frame 0
+    c.augment.time_shift = 0       # random circular shift of the valid frames by up to +/- N
+    c.augment.gain_db = 0.0        # random gain U[-g, g] dB per clip (converted by the feature std)
+    c.augment.contrast = 0.0       # random contrast U[1-c, 1+c] around each clip's mean
+    c.augment.time_masks = 0       # SpecAugment: number of time masks ...
+    c.augment.time_mask_width = 0  # ... each up to this many frames
+    c.augment.freq_masks = 0       # SpecAugment: number of frequency masks ...
+    c.augment.freq_mask_width = 0  # ... each up to this many bands
+    c.augment.mixup_alpha = 0.0    # mixup with lam ~ Beta(a, a); genre labels become soft
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "mse"            # regression: mse | spearman | mse+spearman
@@ -209,6 +228,12 @@ def cnn_model(**overrides) -> ml_collections.ConfigDict:
                                              kernel_size=3), **overrides})
 
 
+def musicnn_model(arch: str = "musicnn", **overrides) -> ml_collections.ConfigDict:
+    """The musicnn / VGG taggers (jaxmusic.models.musicnn) as a backbone; needs the musicnn
+    recipe's view (``data.view = "musicnn"``); ``--init-from musicnn:MSD_musicnn`` loads weights."""
+    return ml_collections.ConfigDict({**dict(name="musicnn", arch=arch), **overrides})
+
+
 def ast_model(size: str = "tiny", **overrides) -> ml_collections.ConfigDict:
     """Audio Spectrogram Transformer (Gong et al. 2021), DeiT sizes, strides 10."""
     return ml_collections.ConfigDict({**dict(name="ast", size=size, fstride=10, tstride=10),
@@ -224,7 +249,9 @@ def lab_config(set_name: str, view: str, model: ml_collections.ConfigDict,
     c.data.set = set_name
     c.data.view = view
     c.model = model
-    if task != "genre":
+    if task == "classification":
+        c.train.select_metric = "macro_f1"
+    elif task != "genre":
         c.train.select_metric = "spearman_mean"
     return c
 

@@ -140,7 +140,8 @@ def evaluate_run(workdir: str | Path, sets: list[str] | None = None, progress: b
     else:
         # The lab gives no test labels: the validation split is the score.
         if "validation" in out:
-            out.update({k: out["validation"][k] for k in ("spearman", "spearman_mean")})
+            keys = ("accuracy", "macro_f1") if run.task.is_classifier else ("spearman", "spearman_mean")
+            out.update({k: out["validation"][k] for k in keys})
         names = sets or [own]
         out["predictions"] = {}
         for name in dict.fromkeys(names):
@@ -156,7 +157,7 @@ def evaluate_run(workdir: str | Path, sets: list[str] | None = None, progress: b
     if parallel.is_main_process():
         (workdir / "metrics.json").write_text(json.dumps(out, indent=2) + "\n")
         (workdir / "metrics.md").write_text(markdown_report(out, run.task.label_names))
-        if run.task.data_kind == "genre":
+        if run.task.is_classifier:
             for name, report in out.get("test", {}).items():
                 plot_confusion(report, run.task.label_names,
                                workdir / f"confusion_{name}.png", f"{config.name} on {name}")
@@ -178,7 +179,7 @@ def write_predictions(path: Path, ids, outputs: np.ndarray, names) -> None:
 
 def markdown_report(out: dict, label_names) -> str:
     lines = [f"## {out['run']} ({out['model']}, {out['task']}, {out['set']}, view {out['view']})", ""]
-    if out["task"] == "genre":
+    if out["task"] in ("genre", "classification"):
         sets = {"validation": out.get("validation"), **{f"test: {k}": v
                                                          for k, v in out.get("test", {}).items()}}
         lines += ["| split | clips | accuracy | macro P | macro R | macro F1 | micro F1 | weighted F1 |",
@@ -188,7 +189,10 @@ def markdown_report(out: dict, label_names) -> str:
                 lines.append(f"| {name} | {r['count']} | {r['accuracy']:.3f} | "
                              f"{r['macro_precision']:.3f} | {r['macro_recall']:.3f} | "
                              f"{r['macro_f1']:.3f} | {r['micro_f1']:.3f} | {r['weighted_f1']:.3f} |")
-        for name, r in out.get("test", {}).items():
+        per_class = dict(out.get("test", {}))
+        if not per_class and out.get("validation"):   # binned classes: no test labels
+            per_class = {"validation": out["validation"]}
+        for name, r in per_class.items():
             lines += ["", f"Per class on {name}:", "",
                       "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
             for c, v in r["per_class"].items():

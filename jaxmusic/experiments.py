@@ -1,8 +1,9 @@
 """The lab's comparisons, each as one command over ordinary runs.
 
-* ``jaxmusic transfer``: emotion regression trained from scratch, fine-tuned from a
-  genre run's best checkpoint, and with the genre backbone frozen (head only), on
-  the same split and seed (lab step 8).
+* ``jaxmusic transfer``: a model trained from scratch, fine-tuned from a genre
+  run's best checkpoint or a pretrained tagger (``musicnn:MSD_musicnn``), and with
+  that backbone frozen (head only), on the same split, over one or more seeds
+  (lab step 8; the emotion studies' frozen / whole fine-tuning).
 * ``jaxmusic compare-multitask``: one multitask model (three heads) against one
   single-axis model per axis, same backbone, split and seed (lab step 9).
 * ``jaxmusic cv``: k-fold cross-validation of a config (mean +/- std).
@@ -56,27 +57,74 @@ def write_comparison(workdir: Path, title: str, columns: list, rows: list, notes
     return table
 
 
-def transfer(config, genre_run: str | Path, workdir: str | Path, progress: bool = True) -> dict:
+def _class_scores(metrics: dict) -> dict:
+    """Macro F1 and accuracy of a classifier run: on its first labelled test set, else validation."""
+    tests = metrics.get("test") or {}
+    where, r = (next(iter(tests.items())) if tests else ("validation", metrics["validation"]))
+    return {"on": where, "macro_f1": float(r["macro_f1"]), "accuracy": float(r["accuracy"])}
+
+
+def _mean_std(values) -> str:
+    v = np.asarray(values, np.float64)
+    return f"{v.mean():.4f} +/- {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}"
+
+
+def transfer(config, source_run: str | Path, workdir: str | Path, progress: bool = True,
+             seeds=(None,)) -> dict:
+    """Scratch vs fine-tuned (whole network) vs frozen backbone (head only), each from
+    ``source_run``: a genre run directory or a pretrained tagger ``musicnn:<name>``.
+    Regression tasks: validation Spearman per axis; classification (genre,
+    classification): macro F1 and accuracy on the test split (validation when the
+    set's test split has no labels). With several ``seeds`` (``train.seed``), every
+    variant is trained once per seed and the table gives mean +/- std (ddof 1)."""
     workdir = Path(workdir)
-    base = runs.match_source_run(config, genre_run)
+    base = runs.match_source_run(config, source_run)
     variants = {
         "scratch": {},
-        "fine-tune (whole network)": {"init_from": str(genre_run)},
-        "frozen backbone (head only)": {"init_from": str(genre_run), "freeze_backbone": True},
+        "fine-tune (whole network)": {"init_from": str(source_run)},
+        "frozen backbone (head only)": {"init_from": str(source_run), "freeze_backbone": True},
     }
+    classifier = runs.build_run(base).task.is_classifier
+    seeds = [s for s in seeds if s is not None] or [int(base.train.seed)]
+    tags = dict(zip(variants, ["scratch", "finetune", "frozen"]))
+    results: dict[str, list] = {name: [] for name in variants}
+    # Seed-major: every variant of a seed before the next seed, so a partial run compares like with like.
+    for seed in seeds:
+        for name, changes in variants.items():
+            cfg = copy.deepcopy(base)
+            cfg.name = f"{base.name}_{tags[name]}"
+            cfg.train.seed = int(seed)
+            for k, v in changes.items():
+                cfg.train[k] = v
+            run_dir = workdir / tags[name] if len(seeds) == 1 else workdir / f"{tags[name]}_seed{seed}"
+            metrics = _train_and_score(cfg, run_dir, progress)
+            results[name].append(_class_scores(metrics) if classifier
+                                 else _axis_row(name, metrics, config.data.targets))
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "transfer_seeds.json").write_text(json.dumps({"seeds": seeds, "runs": results}, indent=2) + "\n")
     rows = []
-    for i, (name, changes) in enumerate(variants.items()):
-        cfg = copy.deepcopy(base)
-        cfg.name = f"{base.name}_{['scratch', 'finetune', 'frozen'][i]}"
-        for k, v in changes.items():
-            cfg.train[k] = v
-        metrics = _train_and_score(cfg, workdir / cfg.name.split("_")[-1], progress)
-        rows.append(_axis_row(name, metrics, config.data.targets))
-    return write_comparison(
-        workdir, f"Transfer from {Path(genre_run).name} to {config.data.set} "
-                 f"({base.model.name}, view {base.data.view})",
-        ["variant", *config.data.targets, "mean"], rows,
-        "Validation Spearman (held out from train, same split and seed for every row).")
+    for name, res in results.items():
+        if classifier:
+            f1 = [sc["macro_f1"] for sc in res]
+            acc = [sc["accuracy"] for sc in res]
+            rows.append([name, _mean_std(f1) if len(seeds) > 1 else round(f1[0], 4),
+                         _mean_std(acc) if len(seeds) > 1 else round(acc[0], 4), res[0]["on"]])
+        elif len(seeds) == 1:
+            rows.append(res[0])
+        else:
+            cols = list(zip(*[r[1:] for r in res]))
+            rows.append([name] + [_mean_std([v for v in c if v is not None]) for c in cols])
+    src_name = str(source_run) if str(source_run).startswith("musicnn:") else Path(source_run).name
+    title = (f"Transfer from {src_name} to {config.data.set} ({base.model.name}, view {base.data.view}"
+             + (f", seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ")"))
+    if classifier:
+        columns = ["variant", "macro F1", "accuracy", "scored on"]
+        notes = "Same split for every row" + (f"; mean +/- std over {len(seeds)} seeds." if len(seeds) > 1 else ".")
+    else:
+        columns = ["variant", *config.data.targets, "mean"]
+        notes = ("Validation Spearman (held out from train, same split for every row"
+                 + (f"; mean +/- std over {len(seeds)} seeds)." if len(seeds) > 1 else ", same seed)."))
+    return write_comparison(workdir, title, columns, rows, notes)
 
 
 def compare_multitask(config, workdir: str | Path, progress: bool = True) -> dict:

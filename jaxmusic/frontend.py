@@ -386,6 +386,38 @@ def frontend(audio: jax.Array, lengths: jax.Array | None = None,
 frontend_jit = jax.jit(frontend, static_argnames=("config",))
 
 
+# --- the musicnn taggers' input ---------------------------------------------------------
+
+MUSICNN = FrontendConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, n_chroma=0, top_db=None)
+"""The ``musicnn`` package's recipe: 16 kHz mono, 96 Slaney mel bands, n_fft 512, hop 256."""
+
+
+def musicnn_input(audio: jax.Array, lengths: jax.Array | None = None,
+                  config: FrontendConfig = MUSICNN) -> tuple[jax.Array, jax.Array]:
+    """Audio ``[B, samples]`` at 16 kHz -> ``(log10(10000 * mel + 1) [B, T, 96], frame_lengths [B])``.
+
+    The input of :mod:`jaxmusic.models.musicnn`: ``librosa.feature.melspectrogram(y,
+    sr=16000, hop_length=256, n_fft=512, n_mels=96)`` (centred, zero padded, power 2)
+    transposed, then ``log10(10000 x + 1)``. Frames past a clip's length are zero
+    (which is also what silence gives). The package's own extractor rounds the mel
+    power to float16 before the logarithm (and so overflows to inf where the power
+    exceeds 6.55); this keeps float32 throughout.
+    """
+    audio = jnp.asarray(audio, jnp.float32)
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [batch, samples], got shape {audio.shape}")
+    if config.n_chroma or not config.n_mels:
+        raise ValueError("the musicnn input is mel bands only (n_chroma=0, n_mels>0)")
+    batch, n_samples = audio.shape
+    raw = _raw_features_xla(_mask_audio(audio, lengths), config)
+    flen = frame_lengths(lengths, n_samples, batch, config)
+    mask = jnp.arange(raw.shape[1])[None, :] < flen[:, None]
+    return jnp.where(mask[..., None], jnp.log10(10000.0 * raw + 1.0), 0.0), flen
+
+
+musicnn_input_jit = jax.jit(musicnn_input, static_argnames=("config",))
+
+
 # --- beat-synchronous pooling ---------------------------------------------------------
 
 def beat_sync(features: jax.Array, frame_lengths: jax.Array, beat_frames: jax.Array,

@@ -19,3 +19,9 @@ FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH   # 43.07
 
 # Regression targets of the multitask set, in the label file's column order.
 TARGETS: tuple[str, ...] = ("valence", "energy", "danceability")
+
+# The musicnn taggers' input recipe (jaxmusic.frontend.MUSICNN, `features --recipe musicnn`).
+MUSICNN_SAMPLE_RATE = 16000
+MUSICNN_N_FFT = 512
+MUSICNN_HOP_LENGTH = 256
+MUSICNN_BANDS = 96

@@ -26,9 +26,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from jaxmusic import checkpoint, tasks
+from jaxmusic import checkpoint, pretrained, tasks
 from jaxmusic.config import read_config
 from jaxmusic.data import lab
 from jaxmusic.data.pipeline import PipelineConfig, PreparedSet
@@ -86,6 +87,8 @@ class Run:
 def make_model(config, task: tasks.Task, num_features: int, max_length: int) -> Model:
     model_cfg = dict(config.model)
     model_cfg["dtype"] = DTYPES[config.train.dtype]
+    if config.model.name == "musicnn" and config.train.freeze_backbone:
+        model_cfg["frozen"] = True   # a frozen pretrained tagger normalises with its running statistics
     return Model(backbone=build_backbone(model_cfg, num_features, max_length,
                                          resize=config.data.get("resize", ())),
                  head=task.make_head())
@@ -97,18 +100,38 @@ def build_run(config, pset: PreparedSet | None = None) -> Run:
     if pset is None:
         pset = PreparedSet.open(Path(config.data.prepared) / config.data.set,
                                 verify=config.data.get("verify", "auto"))
-    task_kind = "genre" if config.task == "genre" else "multitask"
+    bins = int(config.data.get("bins", 0) or 0)
+    if config.task == "classification":   # any classes: a genre-kind set's, or bins of a multitask axis
+        task_kind = "multitask" if pset.kind == "multitask" else "genre"
+        if task_kind == "multitask" and not bins:
+            raise ValueError(f"task 'classification' on the multitask set {pset.name} needs data.bins "
+                             "(e.g. 3: tertiles) and data.bin_target (the axis)")
+    else:
+        task_kind = "genre" if config.task == "genre" else "multitask"
     if pset.kind != task_kind:
         raise ValueError(f"task {config.task!r} needs a {task_kind} set, but "
                          f"{pset.name} is a {pset.kind} set")
-    counts = None
-    if config.task == "genre":
+    counts, label_names, bin_record = None, None, None
+    if task_kind == "genre":
         per_class = pset.manifest["splits"]["train"]["per_class"]
         counts = [per_class[c] for c in pset.classes]
+        label_names = list(pset.classes)
+    elif config.task == "classification":
+        axis = str(config.data.bin_target)
+        if axis not in lab.TARGETS:
+            raise ValueError(f"data.bin_target must be one of {lab.TARGETS}, got {axis!r}")
+        values = pset.targets("train")[:, lab.TARGETS.index(axis)]
+        edges = tasks.bin_edges(values, bins)
+        classes = tasks.bin_labels(values, edges)
+        counts = [int(np.sum(classes == k)) for k in range(bins)]
+        label_names = list(tasks.bin_names(axis, bins))
+        bin_record = {"axis": axis, "edges": list(edges), "split": "train"}
+    else:
+        label_names = list(config.data.targets)
     mean, std = pset.train_statistics(config.data.view)
     record = {
         "task": config.task, "data_kind": task_kind,
-        "label_names": list(pset.classes) if config.task == "genre" else list(config.data.targets),
+        "label_names": label_names, "bins": bin_record,
         "class_counts": counts, "set": pset.name, "beat": pset.manifest["beat"],
         "view": config.data.view, "num_features": len(mean),
         "max_length": int(config.data.max_length) or pset.max_length(),
@@ -119,8 +142,9 @@ def build_run(config, pset: PreparedSet | None = None) -> Run:
 
 
 def _assemble(config, record: dict, pset: PreparedSet | None) -> Run:
-    task = tasks.make_task(config, record["label_names"] if record["data_kind"] == "genre" else None,
-                           record.get("class_counts"))
+    classifier = record["data_kind"] == "genre" or record["task"] == "classification"
+    task = tasks.make_task(config, record["label_names"] if classifier else None,
+                           record.get("class_counts"), record.get("bins"))
     model = make_model(config, task, int(record["num_features"]), int(record["max_length"]))
     return Run(config, record, task, model, pset)
 
@@ -170,6 +194,13 @@ def match_source_run(config, source: str | Path):
     """``config`` made to fit a source run for transfer: the same backbone, view and
     picture size (``data.resize``), and for the AST the same input length, which fixes
     its positional embeddings."""
+    name = pretrained.parse_init(str(source))
+    if name is not None:   # musicnn:<model>: its architecture on the musicnn recipe's view
+        config = copy.deepcopy(config)
+        keep = dict(config.model) if config.model.name == "musicnn" else {}   # e.g. bn_momentum
+        config.model = ml_collections.ConfigDict({**keep, "name": "musicnn", "arch": pretrained.spec(name).arch})
+        config.data.view = "musicnn"
+        return config
     source = Path(source)
     record = read_record(source)
     src = read_config(source / CONFIG_FILE)
@@ -197,7 +228,11 @@ class LoadedRun:
     def features(self, full: np.ndarray, beat: np.ndarray) -> np.ndarray:
         """The run's view of one window (``(T, 140)`` full and beat arrays), cropped
         and standardised as in training."""
-        lo, hi = lab.VIEWS[self.info["view"]]
+        view = self.info["view"]
+        if full.shape[1] != lab.VIEW_ROWS[view]:
+            raise ValueError(f"{self.workdir}: this run reads view {view!r} ({lab.VIEW_ROWS[view]}-row features "
+                             f"of its own recipe), given {full.shape[1]}-row features")
+        lo, hi = lab.VIEWS[view]
         x = (beat if self.info["beat"] else full)[:, lo:hi]
         return self.run.standardize(x[: self.run.max_length])
 

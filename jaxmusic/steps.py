@@ -24,8 +24,11 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-from jaxmusic import checkpoint, parallel, xla
+from jaxmusic import augment, checkpoint, parallel, pretrained, xla
 from jaxmusic.runs import Run
+
+
+AUGMENT_STREAM = 0x61756700   # fold_in tag of the augmentation key (apart from dropout's)
 
 
 class TrainState(train_state.TrainState):
@@ -47,7 +50,7 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     """The schedule over optimiser updates (``steps_per_epoch`` of them per epoch)."""
     t = config.train
     total = max(1, steps_per_epoch * t.epochs)
-    if t.schedule == "constant":
+    if t.schedule in ("constant", "plateau"):   # plateau: constant, scaled by reduce_on_plateau
         lr = optax.constant_schedule(t.learning_rate)
         if t.warmup_steps:
             lr = optax.join_schedules(
@@ -60,27 +63,58 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     if t.schedule == "exponential":
         return optax.exponential_decay(t.learning_rate, steps_per_epoch * t.decay_epochs,
                                        t.decay_rate, transition_begin=t.warmup_steps)
-    raise ValueError(f"unknown schedule {t.schedule!r} (constant, warmup_cosine, exponential)")
+    raise ValueError(f"unknown schedule {t.schedule!r} (constant, warmup_cosine, exponential, plateau)")
 
 
-def make_optimizer(config, steps_per_epoch: int, param_labels=None
+def uses_plateau(config) -> bool:
+    """``train.schedule = "plateau"``: the update takes the loss (``value=``)."""
+    return config.train.get("schedule") == "plateau"
+
+
+def plateau_scale(opt_state) -> jax.Array:
+    """The learning-rate factor of the ``reduce_on_plateau`` state inside ``opt_state``."""
+    is_plateau = lambda x: isinstance(x, optax.contrib.ReduceLROnPlateauState)  # noqa: E731
+    found = [x.scale for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_plateau) if is_plateau(x)]
+    if len(found) != 1:
+        raise ValueError(f"expected one reduce_on_plateau state in the optimiser state, found {len(found)}")
+    return found[0]
+
+
+def make_optimizer(config, steps_per_epoch: int, param_labels=None, schedule: optax.Schedule | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """``(tx, schedule)``. ``steps_per_epoch`` counts optimiser updates; with
     ``train.grad_accum_steps = k`` the state's step counts micro-batches, and the
-    update in force at micro-step ``s`` is ``s // k`` (:func:`learning_rate_at`)."""
+    update in force at micro-step ``s`` is ``s // k`` (:func:`learning_rate_at`).
+
+    ``train.optimizer = "sgd"`` uses ``train.momentum`` (0 = plain SGD).
+    ``train.schedule = "plateau"``: a constant rate (after any warm-up) scaled by
+    ``optax.contrib.reduce_on_plateau``: the mean training loss of each epoch
+    (``accumulation_size`` = the updates of one epoch; the jitted step cannot see the
+    validation score) that has not improved by ``train.plateau_rtol`` for
+    ``train.plateau_patience`` epochs multiplies the scale by ``train.plateau_factor``.
+    The step passes the loss as ``value`` (:func:`uses_plateau`) and logs the scale
+    (``lr_scale``). ``schedule`` replaces the configured schedule (the LR range test).
+    """
     t = config.train
-    lr = learning_rate_schedule(config, steps_per_epoch)
+    lr = schedule if schedule is not None else learning_rate_schedule(config, steps_per_epoch)
+    momentum = float(t.get("momentum", 0.9))
     opt = {
         "adamw": lambda: optax.adamw(lr, weight_decay=t.weight_decay),
         "adam": lambda: optax.adam(lr),
         "lamb": lambda: optax.lamb(lr, weight_decay=t.weight_decay),
         "lars": lambda: optax.lars(lr, weight_decay=t.weight_decay),
-        "sgd": lambda: optax.sgd(lr, momentum=0.9),
+        "sgd": lambda: optax.sgd(lr, momentum=momentum or None),
     }
     if t.optimizer not in opt:
         raise ValueError(f"unknown optimizer {t.optimizer!r} (one of {sorted(opt)})")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"train.momentum must be in [0, 1), got {momentum}")
     chain = [optax.clip_by_global_norm(t.clip_norm)] if t.clip_norm else []
     tx = optax.chain(*chain, opt[t.optimizer]())
+    if uses_plateau(config) and schedule is None:
+        tx = optax.chain(tx, optax.contrib.reduce_on_plateau(
+            factor=float(t.plateau_factor), patience=int(t.plateau_patience), rtol=float(t.plateau_rtol),
+            accumulation_size=max(1, int(steps_per_epoch))))
     if param_labels is not None:
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, param_labels)
     if t.grad_accum_steps > 1:
@@ -124,10 +158,19 @@ def init_state(run: Run, mesh, steps_per_epoch: int, variables: dict | None = No
     return jax.device_put(state, parallel.replicated(mesh))
 
 
+def pretrained_backbone(name: str) -> dict:
+    """The ``{"params", "batch_stats"}`` backbone trees of a :class:`MusicnnBackbone`
+    holding pretrained tagger ``name`` (``musicnn:<name>``)."""
+    tagger = pretrained.load_variables(name)
+    return {c: {"backbone": {"tagger": tagger[c]}} for c in ("params", "batch_stats")}
+
+
 def transfer_backbone(variables: dict, source_workdir: str | Path) -> dict:
     """``variables`` with the backbone's parameters and batch statistics taken from
-    another run's best checkpoint (the head stays fresh)."""
-    src, _ = checkpoint.load_variables(source_workdir, which="best")
+    another run's best checkpoint, or from a pretrained tagger (``musicnn:<name>``);
+    the head stays fresh."""
+    name = pretrained.parse_init(str(source_workdir))
+    src = pretrained_backbone(name) if name else checkpoint.load_variables(source_workdir, which="best")[0]
     if "backbone" not in src["params"]:
         raise ValueError(f"{source_workdir}: checkpoint has no backbone parameters")
     out = {k: dict(v) for k, v in variables.items()}
@@ -160,17 +203,32 @@ def train_step_fn(run: Run, freeze_backbone: bool = False) -> Callable:
     """``train_step(state, batch) -> (state, metrics)``: forward, task loss, backward,
     optimiser update. A frozen backbone keeps its batch statistics."""
     model, task = run.model, run.task
+    aug_cfg = run.config.get("augment")
+    augmenting = augment.enabled(aug_cfg)
+    num_classes = len(run.task.label_names) if run.task.data_kind == "genre" else None
+    aug_scale = augment.feature_scale(run.normalization()[1])
+    plateau = uses_plateau(run.config)
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
-            out, mutated = _apply(model, state, params, batch, True, rng)
-            loss, metrics = task.loss(params, out["output"], batch)
+            b = batch
+            if augmenting:  # its own key: dropout draws what it drew without augmentation
+                b = augment.apply(b, jax.random.fold_in(rng, AUGMENT_STREAM), aug_cfg,
+                                  num_classes=num_classes, scale=aug_scale)
+            out, mutated = _apply(model, state, params, b, True, rng)
+            loss, metrics = task.loss(params, out["output"], b)
             return loss, (metrics, mutated)
 
         (loss, (metrics, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state = state.apply_gradients(grads=grads)
+        if plateau:
+            updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
+            new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                      opt_state=opt_state)
+            metrics = dict(metrics, lr_scale=plateau_scale(opt_state))
+        else:
+            new_state = state.apply_gradients(grads=grads)
         if mutated and not freeze_backbone:
             new_state = new_state.replace(batch_stats=mutated["batch_stats"])
         metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),

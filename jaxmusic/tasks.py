@@ -2,6 +2,10 @@
 
 * ``genre``: a classifier head, softmax cross-entropy (optional class weights and
   label smoothing), accuracy; host metrics are the classification report.
+* ``classification``: the genre task's head and loss over any classes: a genre-kind
+  set's (e.g. five emotions or three energy levels from a clip table), or the
+  ``data.bins`` quantile bins of one multitask axis (``data.bin_target``; cut points
+  from the training split, so its classes are balanced); selected on macro F1.
 * ``regression``: one head with an output per chosen axis (``data.targets``).
 * ``multitask``: one model, a head per axis (valence, energy, danceability); the
   loss is the weighted sum of the per-axis losses (fixed weights, or learned
@@ -16,7 +20,7 @@ axis over the whole set (scipy's tie handling), its mean, Pearson and MSE.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -93,12 +97,53 @@ class Task:
     make_head: Callable[[], nn.Module]
     loss: Callable[..., tuple[jax.Array, dict]]  # (params, output, batch) -> (loss, metrics)
     report: Callable[[np.ndarray, np.ndarray], dict]  # (outputs, truth) on the host
+    # Classes binned from a continuous axis (task "classification" on a multitask set):
+    # the axis index in lab.TARGETS and the inner cut points (len = classes - 1).
+    bin_axis: int | None = None
+    bin_edges: tuple[float, ...] | None = None
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.name in ("genre", "classification")
 
     def truth(self, batch: dict) -> np.ndarray:
+        if self.bin_edges is not None:
+            return bin_labels(np.asarray(batch["targets"])[:, self.bin_axis], self.bin_edges)
         return batch["label"] if self.data_kind == "genre" else batch["targets"]
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
-        return outputs.argmax(-1) if self.data_kind == "genre" else outputs
+        return outputs.argmax(-1) if self.is_classifier else outputs
+
+
+def bin_edges(values: np.ndarray, bins: int) -> tuple[float, ...]:
+    """The ``bins - 1`` inner quantile cut points of ``values`` (NaN ignored):
+    ``np.quantile(values, [1/bins, ..., (bins-1)/bins])``, so the classes are balanced
+    on the values they are computed from (tertiles for ``bins = 3``)."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if bins < 2:
+        raise ValueError(f"data.bins must be at least 2, got {bins}")
+    if len(v) < bins:
+        raise ValueError(f"{len(v)} labelled values cannot make {bins} classes")
+    return tuple(float(q) for q in np.quantile(v, np.arange(1, bins) / bins))
+
+
+def bin_labels(values, edges: Sequence[float]):
+    """Class of each value: the number of cut points it exceeds (``value > edge``);
+    NaN (unlabelled) -> NaN. numpy in, numpy (float) out; jax in, jax (int32, -1 for NaN) out."""
+    if isinstance(values, np.ndarray):
+        v = np.asarray(values, np.float64)
+        out = (v[:, None] > np.asarray(edges)[None, :]).sum(axis=1).astype(np.float64)
+        return np.where(np.isnan(v), np.nan, out)
+    e = jnp.asarray(edges, jnp.float32)
+    lab_ = jnp.sum(values[:, None] > e[None, :], axis=1).astype(jnp.int32)
+    return jnp.where(jnp.isnan(values), -1, lab_)
+
+
+def bin_names(axis: str, bins: int) -> tuple[str, ...]:
+    if bins == 3:
+        return tuple(f"{axis}_{level}" for level in ("low", "mid", "high"))
+    return tuple(f"{axis}_q{i}" for i in range(bins))
 
 
 def _genre_task(config, classes: Sequence[str], class_weights: np.ndarray | None) -> Task:
@@ -108,13 +153,14 @@ def _genre_task(config, classes: Sequence[str], class_weights: np.ndarray | None
 
     def loss(params, logits, batch):
         logits = logits.astype(jnp.float32)
-        onehot = jax.nn.one_hot(batch["label"], num_classes)
+        # Mixup (jaxmusic.augment) gives soft labels; the accuracy stays on the hard ones.
+        onehot = batch["label_soft"] if "label_soft" in batch else jax.nn.one_hot(batch["label"], num_classes)
         if smoothing:
             onehot = onehot * (1 - smoothing) + smoothing / num_classes
         per_example = -jnp.sum(onehot * jax.nn.log_softmax(logits), axis=-1)
         w = batch["mask"].astype(jnp.float32)
         if weights is not None:
-            w = w * weights[batch["label"]]
+            w = w * (batch["label_soft"] @ weights if "label_soft" in batch else weights[batch["label"]])
         total = jnp.sum(per_example * w) / jnp.maximum(jnp.sum(w), 1e-6)
         m = batch["mask"].astype(jnp.float32)
         acc = jnp.sum((logits.argmax(-1) == batch["label"]) * m) / jnp.maximum(m.sum(), 1)
@@ -126,6 +172,33 @@ def _genre_task(config, classes: Sequence[str], class_weights: np.ndarray | None
     return Task("genre", "genre", tuple(classes), config.train.select_metric,
                 config.train.select_mode,
                 lambda: heads.ClassifierHead(num_classes=num_classes), loss, report)
+
+
+def _classification_task(config, classes: Sequence[str], class_weights: np.ndarray | None,
+                         axis: int | None = None, edges: Sequence[float] | None = None) -> Task:
+    """Softmax classification over any classes: a genre-kind set's (e.g. emotions from a
+    clip table), or ``len(edges) + 1`` bins of the multitask axis ``axis``. Selected on
+    macro F1 unless ``train.select_metric`` says otherwise."""
+    base = _genre_task(config, classes, class_weights)
+    select = config.train.select_metric
+    if select == "accuracy":  # the base default; macro F1 is the emotion studies' selection metric
+        select = "macro_f1"
+    if edges is None:
+        return dataclasses.replace(base, name="classification", select_metric=select)
+
+    def loss(params, logits, batch):
+        label = bin_labels(batch["targets"][:, axis], edges)
+        b = dict(batch, label=jnp.maximum(label, 0), mask=batch["mask"] & (label >= 0))
+        return base.loss(params, logits, b)
+
+    def report(outputs, truth):
+        truth = np.asarray(truth)
+        keep = ~np.isnan(truth)
+        return host_metrics.classification_report(truth[keep].astype(int), outputs[keep].argmax(-1), classes)
+
+    return dataclasses.replace(base, name="classification", data_kind="multitask", select_metric=select,
+                               loss=loss, report=report, bin_axis=int(axis),
+                               bin_edges=tuple(float(e) for e in edges))
 
 
 def regression_loss_fn(config, axes: Sequence[int], multitask: bool):
@@ -195,18 +268,27 @@ def _regression_task(config, multitask: bool) -> Task:
 
 
 def make_task(config, classes: Sequence[str] | None = None,
-              class_counts: Sequence[int] | None = None) -> Task:
-    if config.task == "genre":
+              class_counts: Sequence[int] | None = None,
+              bins: Mapping[str, Any] | None = None) -> Task:
+    """The task of ``config.task``. ``classes`` / ``class_counts``: the set's classes and
+    training counts (genre, classification); ``bins``: ``{"axis": name, "edges": [...]}``
+    for classification over bins of a multitask axis (``data.bins``)."""
+    if config.task in ("genre", "classification"):
         if not classes:
-            raise ValueError("a genre task needs the class names of its prepared set")
+            raise ValueError(f"a {config.task} task needs the class names of its prepared set")
         weights = None
         if config.train.class_weights:
             counts = np.maximum(np.asarray(class_counts, np.float64), 1)
             weights = counts.sum() / (len(counts) * counts)  # sklearn's "balanced"
-        return _genre_task(config, classes, weights)
+        if config.task == "genre":
+            return _genre_task(config, classes, weights)
+        if bins:
+            return _classification_task(config, classes, weights, lab.TARGETS.index(bins["axis"]),
+                                        bins["edges"])
+        return _classification_task(config, classes, weights)
     if config.task in ("regression", "multitask"):
         return _regression_task(config, multitask=config.task == "multitask")
-    raise ValueError(f"task must be genre, regression or multitask, got {config.task!r}")
+    raise ValueError(f"task must be genre, classification, regression or multitask, got {config.task!r}")
 
 
 def selection_value(task: Task, report: dict) -> float:

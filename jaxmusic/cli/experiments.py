@@ -19,7 +19,10 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--quiet", action="store_true")
     if command == "transfer":
-        parser.add_argument("--init-from", required=True, help="a genre run directory")
+        parser.add_argument("--init-from", required=True,
+                            help="a genre run directory, or musicnn:<MTT_musicnn|MSD_musicnn|MTT_vgg|MSD_vgg>")
+        parser.add_argument("--seeds", default="",
+                            help="comma-separated train.seed values: mean +/- std over them (default: the config's)")
     if command == "cv":
         parser.add_argument("--folds", type=int, default=5)
 
@@ -33,7 +36,11 @@ def run(args, command: str) -> int:
     config = load_config(args.config, args.extra)
     progress = not args.quiet
     if command == "transfer":
-        experiments.transfer(config, args.init_from, args.workdir, progress=progress)
+        try:
+            seeds = [int(v) for v in args.seeds.split(",") if v.strip()] or [None]
+        except ValueError:
+            raise SystemExit(f"jaxmusic transfer: --seeds takes whole numbers, got {args.seeds!r}")
+        experiments.transfer(config, args.init_from, args.workdir, progress=progress, seeds=seeds)
     elif command == "compare-multitask":
         experiments.compare_multitask(config, args.workdir, progress=progress)
     else:

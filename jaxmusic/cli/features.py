@@ -24,7 +24,11 @@ def add_arguments(parser, command: str) -> None:
                         help="seconds per file from its start (shorter files are zero-padded)")
     parser.add_argument("--window", type=float,
                         help="cut whole files into clips of this many seconds (e.g. 30)")
-    parser.add_argument("--sample-rate", type=int, default=features.SAMPLE_RATE)
+    parser.add_argument("--sample-rate", type=int,
+                        help=f"default {features.SAMPLE_RATE} (lab recipe), 16000 (musicnn recipe)")
+    parser.add_argument("--recipe", choices=features.RECIPES, default="lab",
+                        help="lab: 128 mel dB + 12 chroma (the course's); musicnn: the pretrained "
+                             "taggers' 96-band log10(10000 x + 1) mel at 16 kHz (prepare with --view musicnn)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute every clip even if an earlier run wrote it")
     parser.add_argument("--frontend", choices=features.FRONTENDS, default="librosa",
@@ -48,7 +52,7 @@ def run(args, command: str) -> int:
         test_fraction=args.test_fraction, seed=args.seed, jobs=args.jobs, strict=args.strict,
         duration=args.duration, window=args.window, sample_rate=args.sample_rate,
         progress=not args.no_progress, overwrite=args.overwrite, frontend=args.frontend,
-        fmax=args.fmax, audio_features=args.audio_features)
+        fmax=args.fmax, audio_features=args.audio_features, recipe_name=args.recipe)
     print(f"{result.set_dir} and {result.beat_dir}: {result.written} clips written, "
           f"{result.skipped} already there, {result.failed} failed, "
           f"{len(result.problems)} problem(s) in all; report {result.report}")

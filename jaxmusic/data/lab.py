@@ -47,7 +47,13 @@ VIEWS: dict[str, tuple[int, int]] = {
     "mel": (0, N_MEL),
     "chroma": (N_MEL, N_FEATURES),
     "fused": (0, N_FEATURES),
+    "musicnn": (0, recipe.MUSICNN_BANDS),
 }
+# Feature rows of the files each view is read from: the lab recipe's 140, or the
+# musicnn recipe's 96 (`jaxmusic features --recipe musicnn`, the pretrained taggers' input).
+VIEW_ROWS: dict[str, int] = {"mel": N_FEATURES, "chroma": N_FEATURES, "fused": N_FEATURES,
+                             "musicnn": recipe.MUSICNN_BANDS}
+FEATURE_ROWS = (N_FEATURES, recipe.MUSICNN_BANDS)
 
 # The lab's 20 genre strings -> 10 classes (None: dropped from the task).
 GENRE_MERGE: dict[str, str | None] = {
@@ -225,7 +231,8 @@ def resolve_feature_file(folder: Path, name: str, *, label_file: Path | None = N
 # --- feature files --------------------------------------------------------------
 
 def load_features(path: str | os.PathLike) -> np.ndarray:
-    """Read one feature file; returns the (T, 140) float32 fused array."""
+    """Read one feature file; returns the (T, 140) float32 fused array (or the musicnn
+    recipe's (T, 96) log-mel array)."""
     path = Path(path)
     try:
         if path.name.endswith(".gz"):
@@ -247,9 +254,9 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
                            file=path)
     if arr.ndim != 2:
         raise DatasetError(f"expected a 2-D array (140, T), got shape {arr.shape}", file=path)
-    if arr.shape[0] != N_FEATURES:
-        raise DatasetError(f"expected {N_FEATURES} feature rows (128 mel + 12 chroma), "
-                           f"got shape {arr.shape}", file=path)
+    if arr.shape[0] not in FEATURE_ROWS:
+        raise DatasetError(f"expected {N_FEATURES} feature rows (128 mel + 12 chroma; or "
+                           f"{recipe.MUSICNN_BANDS} of the musicnn recipe), got shape {arr.shape}", file=path)
     if arr.shape[1] < 1:
         raise DatasetError("array has no time frames", file=path)
     arr = np.ascontiguousarray(arr.T, dtype=np.float32)

@@ -117,6 +117,20 @@ class PreparedSet:
         return max(math.ceil(self.count(split, p, process_count) / batch_size)
                    for p in range(process_count))
 
+    def targets(self, split: str) -> np.ndarray:
+        """``[N, 3]`` regression targets of a multitask split (NaN where unlabelled),
+        read from its shards without decoding the features."""
+        import tensorflow as tf
+
+        if self.kind != "multitask":
+            raise lab.DatasetError(f"{self.name} is a {self.kind} set: it has no targets",
+                                   file=self.dir / "manifest.json")
+        spec = {"targets": feature_spec(self.kind)["targets"]}
+        files = [str(self.dir / s["file"]) for s in self.shards(split)]
+        ds = tf.data.TFRecordDataset(files).map(lambda x: tf.io.parse_single_example(x, spec)["targets"])
+        rows = [np.asarray(t) for t in ds.as_numpy_iterator()]
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, len(lab.TARGETS)), np.float32)
+
     def max_length(self, split: str | None = None) -> int:
         if split is None:
             return self.manifest["max_length"]

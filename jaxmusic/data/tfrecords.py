@@ -142,9 +142,20 @@ def split_train_validation(entries: Sequence[lab.LabelEntry], fraction: float, s
 
 # --- encoding -------------------------------------------------------------------
 
+def check_rows(rec: lab.Record, view: str, set_dir: Path | None = None) -> None:
+    """A view reads files of one recipe: 140 rows (mel/chroma/fused) or 96 (musicnn)."""
+    rows = rec.features.shape[1]
+    if rows != lab.VIEW_ROWS[view]:
+        made = "the musicnn recipe" if rows == lab.VIEW_ROWS["musicnn"] else "the lab recipe"
+        hint = "--view musicnn" if rows == lab.VIEW_ROWS["musicnn"] else "--view mel|chroma|fused"
+        raise lab.DatasetError(f"clip {rec.id} has {rows} feature rows ({made}); view {view!r} needs "
+                               f"{lab.VIEW_ROWS[view]}: prepare it with {hint}", file=set_dir)
+
+
 def encode_example(rec: lab.Record, kind: str, dtype: np.dtype, view: str) -> bytes:
     import tensorflow as tf
 
+    check_rows(rec, view)
     lo, hi = lab.VIEWS[view]
     feats = np.ascontiguousarray(rec.features[:, lo:hi], dtype=np.dtype(dtype).newbyteorder("<"))
     f = {
@@ -216,6 +227,7 @@ def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
         written = 0
         for rec in lab.iter_records(set_dir, "train" if split == "validation" else split,
                                     skipped=skipped, entries=entries):
+            check_rows(rec, opts.view, set_dir)
             shard = written % n  # round-robin: balanced shards
             writers[shard].write(encode_example(rec, kind, STORE_DTYPES[opts.dtype], opts.view))
             counts[shard] += 1
@@ -300,7 +312,8 @@ def prepare(source: str | os.PathLike, set_name: str, out_dir: str | os.PathLike
         "source": str(set_dir.resolve()),
         "view": opts.view,
         "num_features": hi - lo,
-        "views": {k: [a - lo, b - lo] for k, (a, b) in lab.VIEWS.items() if lo <= a and b <= hi},
+        "views": {k: [a - lo, b - lo] for k, (a, b) in lab.VIEWS.items()
+                  if lo <= a and b <= hi and lab.VIEW_ROWS[k] == lab.VIEW_ROWS[opts.view]},
         "dtype": opts.dtype,
         "classes": list(cmap.classes) if info.kind == "genre" else None,
         "targets": list(lab.TARGETS) if info.kind == "multitask" else None,

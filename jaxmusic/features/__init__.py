@@ -55,6 +55,7 @@ from jaxmusic.features.convert import (AUDIO_DIR, CLASSES_NAME, FRONTENDS,  # no
                                        REPORT_VERSION, Recipe, Result, convert, load_clip,
                                        make_clip)
 from jaxmusic.features.librosa_recipe import (FALLBACK_BPM, FLAG_BEAT_FALLBACK,  # noqa: F401
-                                              HOP_LENGTH, N_FFT, N_MELS, beat_grid, extract)
+                                              HOP_LENGTH, N_FFT, N_MELS, RECIPES, beat_grid,
+                                              extract, extract_musicnn)
 from jaxmusic.features.plan import (LAYOUTS, ClipSpec, Plan, clean_id, make_plan,  # noqa: F401
                                     plan_genre_folders, plan_table, split_groups)

@@ -28,7 +28,7 @@ from jaxmusic.data import lab
 from jaxmusic.data.lab import DatasetError
 from jaxmusic.features import jax_recipe
 from jaxmusic.features.audio import RES_TYPE, SAMPLE_RATE, load_audio
-from jaxmusic.features.librosa_recipe import FALLBACK_BPM, extract
+from jaxmusic.features.librosa_recipe import FALLBACK_BPM, RECIPES, extract, extract_musicnn
 from jaxmusic.features.plan import LAYOUTS, ClipSpec, Plan, clean_id, make_plan, split_groups
 
 FRONTENDS = ("librosa", "jax")
@@ -59,6 +59,7 @@ class Recipe:
     """How each clip is computed (all of it recorded in the report's settings)."""
 
     sample_rate: int = SAMPLE_RATE
+    name: str = "lab"                  # lab (the course's) | musicnn (the pretrained taggers')
     frontend: str = "librosa"
     fmax: float | None = None          # mel cut-off; None: sample_rate / 2
     audio_features: bool = False       # also keep MFCC/ZCR/RMS/tempo per clip
@@ -66,6 +67,16 @@ class Recipe:
     def settings(self, layout: str, test_fraction: float, seed: int,
                  duration: float | None, window: float | None) -> dict:
         import librosa
+        if self.name == "musicnn":
+            return {"recipe": "musicnn", "sample_rate": self.sample_rate,
+                    "n_fft": recipe.MUSICNN_N_FFT, "hop_length": recipe.MUSICNN_HOP_LENGTH,
+                    "n_mels": recipe.MUSICNN_BANDS,
+                    "mel": "log10(10000 * melspectrogram(power=2.0) + 1)",
+                    "beat": "beat_track(hpss percussive) -> util.sync(aggregate=np.median)",
+                    "beat_fallback_bpm": FALLBACK_BPM, "resampler": RES_TYPE,
+                    "librosa": librosa.__version__, "layout": layout,
+                    "test_fraction": test_fraction, "seed": seed,
+                    "duration": duration, "window": window}
         out = {"sample_rate": self.sample_rate, "n_fft": recipe.N_FFT,
                "hop_length": recipe.HOP_LENGTH, "n_mels": recipe.N_MELS,
                "mel": "power_to_db(melspectrogram(power=2.0), ref=np.max)",
@@ -109,7 +120,10 @@ def make_clip(spec: dict, rec: Recipe, full_path: str, beat_path: str,
     try:
         y, load_flags = load_audio(spec["path"], sr=rec.sample_rate, offset=spec["start"],
                                    duration=spec["duration"])
-        full, beat, flags = extract(y, rec.sample_rate, rec.fmax)
+        if rec.name == "musicnn":
+            full, beat, flags = extract_musicnn(y, rec.sample_rate)
+        else:
+            full, beat, flags = extract(y, rec.sample_rate, rec.fmax)
         _save_audio_features(audio_path, y, rec.sample_rate)
     except Exception as e:  # librosa failing on one clip must not stop the run
         return _problem(spec, e)
@@ -188,6 +202,15 @@ def _check(layout: str, name: str, duration, window, rec: Recipe) -> None:
     for what, v in (("duration", duration), ("window", window)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise DatasetError(f"--{what} must be a positive number of seconds, got {v}")
+    if rec.name not in RECIPES:
+        raise DatasetError(f"unknown recipe {rec.name!r} (one of {', '.join(RECIPES)})")
+    if rec.name == "musicnn":
+        if rec.sample_rate != recipe.MUSICNN_SAMPLE_RATE:
+            raise DatasetError(f"the musicnn recipe is defined at {recipe.MUSICNN_SAMPLE_RATE} Hz, "
+                               f"got --sample-rate {rec.sample_rate}")
+        if rec.frontend != "librosa" or rec.fmax is not None:
+            raise DatasetError("the musicnn recipe runs on librosa at its own mel range "
+                               "(no --frontend jax, no --fmax)")
     if rec.frontend not in FRONTENDS:
         raise DatasetError(f"unknown frontend {rec.frontend!r} (one of {', '.join(FRONTENDS)})")
     if rec.fmax is not None and not (math.isfinite(rec.fmax)
@@ -337,9 +360,10 @@ def _compute_jax(todo: list[_Clip], rec: Recipe, jobs: int, record,
 def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, name: str, *,
             labels: str | os.PathLike | None = None, test_fraction: float = 0.2, seed: int = 0,
             jobs: int = 1, strict: bool = False, duration: float | None = None,
-            window: float | None = None, sample_rate: int = SAMPLE_RATE,
+            window: float | None = None, sample_rate: int | None = None,
             progress: bool = True, overwrite: bool = False, frontend: str = "librosa",
-            fmax: float | None = None, audio_features: bool = False) -> Result:
+            fmax: float | None = None, audio_features: bool = False,
+            recipe_name: str = "lab") -> Result:
     """Turn an audio collection into a lab set ``<out>/<name>`` and ``<out>/<name>_beat``.
 
     ``duration``: seconds taken from the start of each whole file (shorter files
@@ -353,11 +377,15 @@ def convert(input_path: str | os.PathLike, layout: str, out: str | os.PathLike, 
     ``librosa`` (the recipe) or ``jax`` (:mod:`jaxmusic.features.jax_recipe`);
     ``fmax``: the mel cut-off in Hz (default half the sample rate); ``audio_features``:
     also keep the audio-domain baseline features of each clip
-    (``<set>/audio_features/<id>.npy``). Returns counts and the problems;
+    (``<set>/audio_features/<id>.npy``); ``recipe_name``: ``lab`` or ``musicnn`` (the
+    pretrained taggers' 96-band input at 16 kHz; ``sample_rate`` defaults to the recipe's). Returns counts and the problems;
     ``features_report.json`` has every clip and problem.
     """
     input_path = Path(input_path)
-    rec = Recipe(sample_rate, frontend, None if fmax is None else float(fmax), audio_features)
+    if sample_rate is None:
+        sample_rate = recipe.MUSICNN_SAMPLE_RATE if recipe_name == "musicnn" else SAMPLE_RATE
+    rec = Recipe(sample_rate, recipe_name, frontend, None if fmax is None else float(fmax),
+                 audio_features)
     _check(layout, name, duration, window, rec)
     plan, input_path, labels = make_plan(input_path, layout, labels, window, duration)
     sides = split_groups(plan.clips, test_fraction, seed)

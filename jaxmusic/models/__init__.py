@@ -1,4 +1,4 @@
-"""Flax Linen models: backbones (LSTM, CNN, AST, image-style CNNs) -> latent, heads -> outputs.
+"""Flax Linen models: backbones (LSTM, CNN, AST, image-style CNNs, musicnn/VGG) -> latent, heads -> outputs.
 
 Every backbone is called as ``backbone(features [B, T, F], lengths [B], *, train)``
 and returns ``latent [B, backbone.feature_size]``; frames ``t >= length`` are zero
@@ -25,11 +25,13 @@ from jaxmusic.models.cnn import CNNBackbone
 from jaxmusic.models.heads import ClassifierHead, RegressionHead
 from jaxmusic.models.image import CNN3Dense, ImageCNN, LeNet, MiniAlexNet
 from jaxmusic.models.lstm import LSTMBackbone
+from jaxmusic.models.musicnn import MusicnnBackbone
 from jaxmusic.models.resize import ResizedBackbone, resize_valid
 
 BACKBONES: dict[str, type[nn.Module]] = {
     "lstm": LSTMBackbone, "cnn": CNNBackbone, "ast": ASTBackbone,
     "lenet": LeNet, "minialexnet": MiniAlexNet, "cnn3_dense": CNN3Dense,
+    "musicnn": MusicnnBackbone,
 }
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "LSTMBackbone",
     "LeNet",
     "MiniAlexNet",
+    "MusicnnBackbone",
     "Model",
     "RegressionHead",
     "ResizedBackbone",
