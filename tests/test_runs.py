@@ -132,14 +132,16 @@ def test_evaluation_and_prediction_use_the_runs_statistics_on_the_twin_set(
     own_mean, _ = twin.train_statistics("mel")
     assert not np.allclose(own_mean, ev.run.record["feature_mean"], atol=1e-3)
     res = ev.predict(twin, "test")
-    # reference: the raw clips, cropped and standardised with run.json's statistics by hand
+    # reference: the raw clips, stored as the shards store them (float16), cropped and
+    # standardised with run.json's statistics by hand
     record = json.loads((cnn_run / "run.json").read_text())
     mean, std = np.asarray(record["feature_mean"]), np.asarray(record["feature_std"])
     loaded = LoadedRun(cnn_run)
     by_id = {r.id: r for r in lab.iter_records(tiny_data / "fma_genre_spectrograms", "test")}
+    stored = np.dtype(twin.manifest["dtype"])
     windows = []
     for clip_id in res["ids"][:6]:
-        x = by_id[clip_id].view("mel")[: record["max_length"]]
+        x = by_id[clip_id].view("mel")[: record["max_length"]].astype(stored).astype(np.float64)
         windows.append(((x - mean) / np.where(std > 1e-6, std, 1.0)).astype(np.float32))
     np.testing.assert_allclose(res["outputs"][:6], loaded(windows), rtol=1e-4, atol=1e-4)
 
