@@ -245,9 +245,13 @@ class ASTBackbone(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention: str = "auto"  # "auto": cuDNN flash attention on GPU for 16-bit dtypes, else XLA
-    # XLA attention: queries in blocks of at most this many (None or 0: all at once); see attention()
-    query_chunk: int | None = None
-    remat: bool = False  # recompute each block's activations in the backward pass (jax.checkpoint)
+    # XLA attention: queries in blocks of at most this many (None or 0: all at once); see attention().
+    # 256: full-resolution input (1538 tokens) in 7 blocks, beat-synchronised (<= 134) unchanged;
+    # XLA's temporaries of an ast_tiny full-resolution B=8 step 10.3 -> 2.6 GB (NOTES.md entry 11)
+    query_chunk: int | None = 256
+    # recompute each block's activations in the backward pass (nn.remat); measured to save
+    # nothing with the chunked attention on XLA:CPU (NOTES.md entry 11), so off
+    remat: bool = False
 
     @property
     def feature_size(self) -> int:
