@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxmusic"
 # The order, bottom to top: a module may import only modules of a lower
 # rank (or, within one rank, modules that do not import it back: no cycles at all).
 RANKS = {
-    "jaxmusic.recipe": 0, "jaxmusic.workers": 0, "jaxmusic.config": 0, "jaxmusic.metrics": 0,
+    "jaxmusic.recipe": 0, "jaxmusic.workers": 0, "jaxmusic.config": 0, "jaxmusic.metrics": 0, "jaxmusic.xla": 0,
     "jaxmusic.data": 1, "jaxmusic.parallel": 1, "jaxmusic.frontend": 1,
     "jaxmusic.augment": 1,
     "jaxmusic.features": 2,
