@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="folder for results.json and RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: the CPU smoke test")
     parser.add_argument("--limit-s", type=float, default=None,
-                        help="stop starting sections after this many seconds (default 420; --quick 120)")
+                        help="stop starting sections after this many seconds (default 360; --quick 120)")
     args = parser.parse_args(argv)
-    limit = args.limit_s or (120.0 if args.quick else 420.0)
+    limit = args.limit_s or (120.0 if args.quick else 360.0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
