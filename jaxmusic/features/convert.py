@@ -67,25 +67,20 @@ class Recipe:
     def settings(self, layout: str, test_fraction: float, seed: int,
                  duration: float | None, window: float | None) -> dict:
         import librosa
+        common = {"beat": "beat_track(hpss percussive) -> util.sync(aggregate=np.median)",
+                  "beat_fallback_bpm": FALLBACK_BPM, "resampler": RES_TYPE,
+                  "librosa": librosa.__version__, "layout": layout,
+                  "test_fraction": test_fraction, "seed": seed,
+                  "duration": duration, "window": window}
         if self.name == "musicnn":
             return {"recipe": "musicnn", "sample_rate": self.sample_rate,
                     "n_fft": recipe.MUSICNN_N_FFT, "hop_length": recipe.MUSICNN_HOP_LENGTH,
                     "n_mels": recipe.MUSICNN_BANDS,
-                    "mel": "log10(10000 * melspectrogram(power=2.0) + 1)",
-                    "beat": "beat_track(hpss percussive) -> util.sync(aggregate=np.median)",
-                    "beat_fallback_bpm": FALLBACK_BPM, "resampler": RES_TYPE,
-                    "librosa": librosa.__version__, "layout": layout,
-                    "test_fraction": test_fraction, "seed": seed,
-                    "duration": duration, "window": window}
+                    "mel": "log10(10000 * melspectrogram(power=2.0) + 1)", **common}
         out = {"sample_rate": self.sample_rate, "n_fft": recipe.N_FFT,
                "hop_length": recipe.HOP_LENGTH, "n_mels": recipe.N_MELS,
                "mel": "power_to_db(melspectrogram(power=2.0), ref=np.max)",
-               "chroma": "chroma_cqt(hop_length=512)",
-               "beat": "beat_track(hpss percussive) -> util.sync(aggregate=np.median)",
-               "beat_fallback_bpm": FALLBACK_BPM, "resampler": RES_TYPE,
-               "librosa": librosa.__version__, "layout": layout,
-               "test_fraction": test_fraction, "seed": seed,
-               "duration": duration, "window": window}
+               "chroma": "chroma_cqt(hop_length=512)", **common}
         # Keys only where they differ from the recipe: sets made before stay resumable.
         if self.frontend == "jax":
             out.update(frontend="jax", chroma="chroma_stft(tuning=0) (jaxmusic.frontend)",
