@@ -28,12 +28,13 @@ def summarise_lab_set(set_dir: Path, progress: bool = True) -> dict:
                         total=len(entries), desc=f"{info.name}/{split}", unit="clip",
                         disable=not progress):
             lengths.append(rec.length)
-            shape = (lab.N_FEATURES, rec.length)
+            shape = (rec.features.shape[1], rec.length)
         lengths_arr = np.asarray(lengths)
         summary = {
             "clips": len(entries),
             "example_file_shape": shape,
-            "views": {v: hi - lo for v, (lo, hi) in lab.VIEWS.items()},
+            "views": {v: hi - lo for v, (lo, hi) in lab.VIEWS.items()
+                      if shape is not None and v in lab.views_of(shape[0])},
             "length": {"min": int(lengths_arr.min()), "max": int(lengths_arr.max()),
                        "mean": round(float(lengths_arr.mean()), 1),
                        "median": float(np.median(lengths_arr))},

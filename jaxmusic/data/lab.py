@@ -55,6 +55,11 @@ VIEW_ROWS: dict[str, int] = {"mel": N_FEATURES, "chroma": N_FEATURES, "fused": N
                              "musicnn": recipe.MUSICNN_BANDS}
 FEATURE_ROWS = (N_FEATURES, recipe.MUSICNN_BANDS)
 
+
+def views_of(rows: int) -> tuple[str, ...]:
+    """The views a feature file of ``rows`` rows is read through."""
+    return tuple(v for v, n in VIEW_ROWS.items() if n == rows)
+
 # The lab's 20 genre strings -> 10 classes (None: dropped from the task).
 GENRE_MERGE: dict[str, str | None] = {
     "Rock": "Rock",

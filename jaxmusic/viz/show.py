@@ -98,11 +98,11 @@ def shape_lines(clips: list[Clip]) -> list[str]:
         r = c.record
         lines.append(f"clip {r.id} ({r.genre} -> {c.class_name}): file {r.source}")
         lines.append(f"  full resolution: stored (140, {r.length}); "
-                     + ", ".join(f"{v} {r.view(v).shape}" for v in lab.VIEWS))
+                     + ", ".join(f"{v} {r.view(v).shape}" for v in lab.views_of(r.features.shape[1])))
         if c.beat is not None:
             b = c.beat
             lines.append(f"  beat-synchronised: stored (140, {b.length}); "
-                         + ", ".join(f"{v} {b.view(v).shape}" for v in lab.VIEWS))
+                         + ", ".join(f"{v} {b.view(v).shape}" for v in lab.views_of(b.features.shape[1])))
         else:
             lines.append("  beat-synchronised: no twin set found")
     return lines
