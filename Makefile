@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench,viz,baselines,serve]'
 	$(PY) -m pip install --quiet --no-deps musicnn==0.1.0   # the .[pretrained] extra, without its TF1-era deps
+	$(PY) -c 'from jaxmusic import workers; workers.compile_librosa_kernels()'   # numba's cache, written once
 	touch $(STAMP)
 
 $(DATA)/.done: $(STAMP)

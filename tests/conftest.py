@@ -11,7 +11,17 @@ import pytest
 # Quieten TensorFlow's start-up chatter in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from jaxmusic import workers  # noqa: E402
 from jaxmusic.data import lab  # noqa: E402
+
+
+def pytest_configure(config):
+    """Before xdist starts its workers (this runs in the controller first): compile
+    librosa's numba kernels in this one process, so that the workers and the commands
+    they start only read numba's cache (two processes writing it at once can corrupt
+    it, and every later process then segfaults: see ``jaxmusic.workers``)."""
+    if not hasattr(config, "workerinput"):
+        workers.compile_librosa_kernels()
 
 GENRES_FOR_TESTS = ["Rock", "Jazz", "Pop", "Indie-Rock", "Classical", "Punk"]
 

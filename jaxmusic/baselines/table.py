@@ -129,10 +129,11 @@ def load_table(set_dir: str | Path, split: str, *, jobs: int = 1, cache: Path | 
             with workers.one_blas_thread():
                 results = [_clip_row(*a) for a in args]
         else:
-            ctx = workers.context(["jaxmusic.baselines.table", "librosa"])
-            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
-                                        initializer=workers.limit_blas_in_worker) as pool:
-                results = list(pool.map(_clip_row, *zip(*args), chunksize=16))
+            with workers.process_pool(jobs, ["jaxmusic.baselines.table", "librosa"]) as pool:
+                try:
+                    results = list(pool.map(_clip_row, *zip(*args), chunksize=16))
+                except cf.BrokenExecutor as e:
+                    raise workers.worker_died("computing hand-crafted features") from e
         for r in results:
             if "error" in r:
                 msg = r["error"]

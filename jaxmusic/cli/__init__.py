@@ -15,6 +15,7 @@ import sys
 
 from jaxmusic.config import ConfigError
 from jaxmusic.data.lab import DatasetError
+from jaxmusic.workers import WorkerDied
 
 # name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -121,6 +122,6 @@ def _run_command(command: str, argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(module.run(args, command) or 0)
-    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, FileExistsError, FileNotFoundError, WorkerDied) as e:
         print(f"jaxmusic {command}: error: {e}", file=sys.stderr)
         return 2

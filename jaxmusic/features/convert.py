@@ -265,8 +265,7 @@ def _spec(c: ClipSpec) -> dict:
 
 
 def _pool(jobs: int, n: int):
-    return cf.ProcessPoolExecutor(max_workers=min(jobs, n), mp_context=workers.context(PRELOAD),
-                                  initializer=_worker_init)
+    return workers.process_pool(min(jobs, n), PRELOAD, initializer=_worker_init)
 
 
 def _compute_librosa(todo: list[_Clip], rec: Recipe, jobs: int, record) -> None:
@@ -283,6 +282,8 @@ def _compute_librosa(todo: list[_Clip], rec: Recipe, jobs: int, record) -> None:
         try:
             for fut in cf.as_completed(futures):
                 record(fut.result())
+        except cf.BrokenExecutor as e:
+            raise workers.worker_died("extracting features") from e
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -345,6 +346,8 @@ def _compute_jax(todo: list[_Clip], rec: Recipe, jobs: int, record,
                     yield r
             try:
                 consume(ordered())
+            except cf.BrokenExecutor as e:
+                raise workers.worker_died("decoding audio") from e
             except BaseException:
                 for f in futures:
                     if f is not None:

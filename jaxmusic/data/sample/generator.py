@@ -3,6 +3,7 @@ files and ``answers/``."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import sys
 import time
@@ -51,27 +52,31 @@ def _run_jobs(jobs: list, n_workers: int, progress: bool, desc: str) -> tuple[di
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), unit="clip", desc=desc, file=sys.stderr, dynamic_ncols=True)
-    pool = None
     try:
         if n_workers <= 1:
-            it = map(files.make_clip, jobs)
+            for result in map(files.make_clip, jobs):
+                _keep(result, targets, rows, bar)
         else:
-            pool = pools.context(PRELOAD).Pool(n_workers, initializer=pools.limit_blas_in_worker)
-            it = pool.imap_unordered(files.make_clip, jobs, chunksize=2 if len(jobs) < 1000 else 4)
-        try:
-            for group, index, clip_targets, row in it:
-                targets[(group, index)] = clip_targets
-                rows[(group, index)] = row
-                if bar is not None:
-                    bar.update(1)
-        except BaseException:
-            if pool is not None:
-                pool.terminate()          # do not finish the queue after an error / Ctrl-C
-            raise
+            with pools.process_pool(n_workers, PRELOAD) as pool:
+                futures = [pool.submit(files.make_clip, j) for j in jobs]
+                try:
+                    for fut in cf.as_completed(futures):
+                        _keep(fut.result(), targets, rows, bar)
+                except cf.BrokenExecutor as e:
+                    raise pools.worker_died("rendering sample clips") from e
+                except BaseException:
+                    for f in futures:     # do not finish the queue after an error / Ctrl-C
+                        f.cancel()
+                    raise
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
         if bar is not None:
             bar.close()
     return targets, rows
+
+
+def _keep(result: tuple, targets: dict, rows: dict, bar) -> None:
+    group, index, clip_targets, row = result
+    targets[(group, index)] = clip_targets
+    rows[(group, index)] = row
+    if bar is not None:
+        bar.update(1)
