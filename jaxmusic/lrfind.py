@@ -71,13 +71,9 @@ def range_test(config, *, min_lr: float = 1e-7, max_lr: float = 1.0, num_steps: 
     if per_epoch < 1:
         raise ValueError(f"{run.pset.name}: the training split has fewer clips than one batch ({batch_size})")
     schedule = lr_schedule(min_lr, max_lr, num_steps)
-    tx, _ = steps.make_optimizer(config, per_epoch, schedule=schedule)
-    variables = steps.init_variables(run, int(config.train.seed))
-    _, state_rng = jax.random.split(jax.random.PRNGKey(int(config.train.seed)))
-    state = steps.TrainState.create(apply_fn=run.model.apply, params=variables["params"], tx=tx,
-                                    batch_stats=variables.get("batch_stats"), rng=state_rng)
-    state = jax.device_put(state, parallel.replicated(mesh))
-    step_fn = jax.jit(steps.train_step_fn(run))
+    # the state and step of `jaxmusic train` (so --init-from and a frozen backbone apply)
+    state = steps.init_state(run, mesh, per_epoch, schedule=schedule)
+    step_fn, _ = steps.compile_steps(run, mesh, freeze_backbone=bool(config.train.freeze_backbone))
     lrs, losses, smoothed_all, stopped = [], [], [], False
     best = math.inf
     epoch = 0

@@ -140,8 +140,10 @@ def init_variables(run: Run, seed: int) -> dict:
                                             train=False))(init_rng)
 
 
-def init_state(run: Run, mesh, steps_per_epoch: int, variables: dict | None = None) -> TrainState:
-    """A replicated train state. ``steps_per_epoch`` counts optimiser updates."""
+def init_state(run: Run, mesh, steps_per_epoch: int, variables: dict | None = None,
+               schedule: optax.Schedule | None = None) -> TrainState:
+    """A replicated train state. ``steps_per_epoch`` counts optimiser updates; ``schedule``
+    replaces the config's learning-rate schedule (the LR range test)."""
     config = run.config
     if variables is None:
         variables = init_variables(run, config.train.seed)
@@ -151,7 +153,7 @@ def init_state(run: Run, mesh, steps_per_epoch: int, variables: dict | None = No
     labels = None
     if config.train.freeze_backbone:
         labels = {k: ("frozen" if k == "backbone" else "train") for k in params}
-    tx, _ = make_optimizer(config, steps_per_epoch, labels)
+    tx, _ = make_optimizer(config, steps_per_epoch, labels, schedule=schedule)
     _, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
     state = TrainState.create(apply_fn=run.model.apply, params=params, tx=tx,
                               batch_stats=variables.get("batch_stats"), rng=state_rng)

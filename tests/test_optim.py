@@ -99,3 +99,28 @@ def test_suggestion_on_a_known_curve():
     s = lrfind.suggest(lrs, loss)
     assert s["steepest"] == pytest.approx(1e-3, rel=0.3)
     assert s["min_loss_lr"] == pytest.approx(lrs[np.argmin(loss)])
+
+
+def test_lr_find_starts_from_init_from(tiny_prepared, tmp_path, capsys):
+    """--init-from (and a frozen backbone) apply to the range test as to training: its
+    first loss is the transferred model's, not a fresh one's."""
+    cfg = str(REPO / "configs" / "tiny" / "cnn.py")
+    data = f"--config.data.prepared={tiny_prepared}"
+    src = tmp_path / "src"
+    assert cli.main(["train", "--config", cfg, "--workdir", str(src), data, "--config.train.epochs=3",
+                     "--config.train.learning_rate=0.01"]) == 0
+
+    def first_losses(*extra):
+        out = tmp_path / f"lr{len(list(tmp_path.iterdir()))}.png"
+        assert cli.main(["lr-find", "--config", cfg, "--steps", "3", "--min-lr", "1e-9", "--max-lr", "1e-8",
+                         "--out", str(out), "--json", data, *extra]) == 0
+        return json.loads(out.with_suffix(".json").read_text())["loss"]
+
+    scratch = first_losses()
+    frozen = first_losses(f"--config.train.init_from={src}", "--config.train.freeze_backbone=True")
+    assert len(scratch) == len(frozen) == 3
+    assert abs(frozen[0] - scratch[0]) > 1e-3, (frozen, scratch)
+    capsys.readouterr()
+    assert cli.main(["lr-find", "--config", cfg, "--steps", "3", data,
+                     f"--config.train.init_from={tmp_path / 'missing_run'}"]) == 2
+    assert "missing_run" in capsys.readouterr().err
