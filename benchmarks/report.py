@@ -138,22 +138,35 @@ def machine_section(results: dict) -> str:
     return "\n".join(lines)
 
 
+def train_loop_cell(rec: dict) -> str:
+    """``jaxmusic train``'s own samples/s at the point (``--train-loop``) and its ratio to the step's."""
+    rate = rec.get("train_loop_samples_per_s")
+    if rate:
+        ratio = rec.get("train_loop_over_step")
+        return _fmt(rate) + (f" (x{ratio:.2f})" if ratio else "")
+    if rec.get("train_loop_skipped"):
+        return "skipped: " + rec["train_loop_skipped"]
+    return "-"
+
+
 def point_tables(records: list[dict]) -> str:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["model"], r["input"])].append(r)
     out = []
-    header = ["B", "variant", "train samples/s (min-max)", "infer samples/s (min-max)", "jax speedup train",
+    header = ["B", "variant", "train samples/s (min-max)", "train loop samples/s (x step)",
+              "infer samples/s (min-max)", "jax speedup train",
               "jax speedup infer", "compile s", "peak MB", "GFLOP/step", "MFU", "steps", "note"]
     for (model, inp), recs in groups.items():
         rows = []
         for r in sorted(recs, key=lambda r: (r["batch_size"], r["framework"] != "jax", r["variant"])):
             if r.get("status") != "ok":
-                rows.append([r["batch_size"], _label(r)] + ["-"] * 9 + [f"{r.get('status')}: {r.get('reason', '')}"])
+                rows.append([r["batch_size"], _label(r)] + ["-"] * 10 + [f"{r.get('status')}: {r.get('reason', '')}"])
                 continue
             flops = r.get("flops_train")
             rows.append([
-                r["batch_size"], _label(r), _range(r, "train_samples_per_s"), _range(r, "infer_samples_per_s"),
+                r["batch_size"], _label(r), _range(r, "train_samples_per_s"), train_loop_cell(r),
+                _range(r, "infer_samples_per_s"),
                 _range(r, "jax_speedup_train") if r["framework"] != "jax" else "",
                 _range(r, "jax_speedup_infer") if r["framework"] != "jax" else "",
                 _fmt(r.get("compile_s")), _fmt(r.get("peak_mem_mb")),
@@ -285,7 +298,18 @@ def write(results: dict, out_dir: Path) -> Path:
         "XLA's cost analysis of the JAX step (the LSTM's scan is counted analytically: XLA counts "
         "a loop body once); the same model FLOPs are used for every variant's MFU. Inputs are "
         "random spectrograms with realistic lengths (full: 1291-1293 of T=1293 frames; beat: "
-        "50-129 of T=129), zero-padded.",
+        "50-129 of T=129), zero-padded. \"Train loop samples/s\" (`--train-loop`; `-` where not run): "
+        "after the point, `jaxmusic train`'s own loop (`jaxmusic.train.train`) ran with the JAX "
+        "variant's very config (model, dtype, batch, seed, optimiser recipe, steps per dispatch) "
+        "on a synthetic set of the point's shape written by `jaxmusic prepare`'s writer (clips "
+        "drawn like the step's batch, no validation split), 2 epochs of `--train-loop-steps` steps (default 4, rounded up to a "
+        "multiple of `spd`); the figure is the rate the loop itself measured over its second epoch "
+        "(`history.json`), in brackets its ratio to the step's median rate. The gap is the "
+        "loop's overhead: input pipeline (tf.data from the in-memory cache, the per-epoch "
+        "iterator start included), host-to-device transfers, the per-epoch metric fetch and "
+        "logging; validation and checkpointing are outside the epoch's clock. It is run alone, "
+        "not interleaved with the step, and over few steps, so a per-epoch fixed cost weighs "
+        "more than in a long epoch: a lower bound on the loop's steady rate.",
         "",
         "## Goals",
         "",

@@ -15,6 +15,9 @@ plots into ``--out`` (default: this folder). ``--append`` merges the new records
 into an existing ``results.json`` (a point measured again replaces the old one),
 so a long sweep can be run in pieces. ``--epoch`` adds the end-to-end epoch
 (tf.data + jit against the course helper's DataLoader) on prepared sample data.
+``--train-loop`` adds, to each JAX record, the samples/s that ``jaxmusic train``'s own
+loop measured with the same config on a small synthetic set of the point's shape
+(benchmarks/train_loop.py); the gap to the step's rate is the loop's overhead.
 """
 
 from __future__ import annotations
@@ -106,6 +109,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the end-to-end run (the first is warm-up)")
     parser.add_argument("--epoch-steps-per-dispatch", type=int, default=1,
                         help="train.steps_per_dispatch of the JAX epoch (K batches per jitted call)")
+    parser.add_argument("--train-loop", action="store_true",
+                        help="also run `jaxmusic train`'s own loop (jaxmusic.train.train) with each JAX variant's "
+                             "config on a small synthetic prepared set of the point's shape (2 epochs of "
+                             "--train-loop-steps steps) and record its measured samples/s next to the step's "
+                             "(train_loop_samples_per_s; benchmarks/train_loop.py)")
+    parser.add_argument("--train-loop-steps", type=int, default=None,
+                        help="steps per epoch of the --train-loop run (rounded up to a multiple of spd; default 4)")
+    parser.add_argument("--train-loop-dir", default=None,
+                        help="keep the --train-loop sets and run directories under this folder "
+                             "(default: a temporary folder per run, removed)")
 
 
 # --- one point ---------------------------------------------------------------------------------
@@ -388,6 +401,8 @@ def run(args) -> int:
                 print(f"{model} {inp} B={b}: {', '.join(f'{f}/{v}' for f, v in pairs if alive.get((f, v), True) is True)}",
                       flush=True)
                 point_records = sweep.point(w, pairs, alive, history)
+                if args.train_loop:
+                    run_train_loop(args, w, point_records)
                 for rec in point_records:
                     add(rec)
                     this_run.append(rec)
@@ -430,6 +445,30 @@ def _model_args(text: str) -> dict:
     return out
 
 
+def run_train_loop(args, w: variants.Workload, point_records: list[dict]) -> None:
+    """``jaxmusic train``'s own samples/s for each measured JAX variant of a point
+    (benchmarks/train_loop.py), after the interleaved steps (its variants are closed)."""
+    from benchmarks import train_loop
+
+    for rec in point_records:
+        if rec["framework"] != "jax" or rec.get("status") != "ok":
+            continue
+        variant = rec["variant"].split("@")[0]
+        keep = None
+        if args.train_loop_dir:
+            safe = "".join(c if c.isalnum() or c in "._=-" else "_" for c in variant)
+            keep = Path(args.train_loop_dir) / f"{w.model}_{w.input.name}_B{w.batch_size}_{safe}"
+        try:
+            loop = train_loop.measure(w, variant, args.train_loop_steps or train_loop.DEFAULT_STEPS,
+                                      keep_dir=keep, budget_s=args.budget_s, step_s=rec.get("train_step_s"))
+        except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+            loop = {"train_loop_skipped": "failed: " + _reason(e)}
+            if os.environ.get("BENCH_DEBUG"):
+                traceback.print_exc()
+        train_loop.add_to(rec, loop)
+        gc.collect()
+
+
 def run_epoch(args, models_table) -> list[dict]:
     from benchmarks import epoch
 
@@ -458,6 +497,11 @@ def _line(rec: dict) -> str:
         s += f"  jax x{rec['jax_speedup_train']:.2f} train, x{rec['jax_speedup_infer']:.2f} infer"
     if rec.get("threads"):
         s += f"  threads {rec['threads']}"
+    if rec.get("train_loop_samples_per_s"):
+        s += (f"  train loop {rec['train_loop_samples_per_s']:.2f}/s "
+              f"(x{rec['train_loop_over_step']:.2f} of the step's)")
+    elif rec.get("train_loop_skipped"):
+        s += f"  train loop skipped: {rec['train_loop_skipped']}"
     return s
 
 

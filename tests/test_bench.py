@@ -279,3 +279,45 @@ def test_benchmark_step_is_the_train_loops_step(tiny_prepared, tmp_path):
         assert jax.tree.structure(got) == jax.tree.structure(ref)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_train_loop_rate_is_recorded(tmp_path):
+    """--train-loop: for the quick CNN point, `jaxmusic train`'s own loop ran 2 epochs on a synthetic
+    set of the point's shape written by `jaxmusic prepare`'s writer, and its measured samples/s (the
+    second epoch's, from its history.json) sits in the jax record and in RESULTS.md."""
+    from benchmarks import variants as V
+
+    out, keep = tmp_path / "bench", tmp_path / "loops"
+    assert bench.main(["--quick", "--out", str(out), "--models", "cnn", "--inputs", "beat_mel",
+                       "--batch-sizes", "2", "--steps", "2", "--torch-variants", "none",
+                       "--train-loop", "--train-loop-dir", str(keep)]) == 0
+    (rec,) = json.loads((out / "results.json").read_text())["records"]
+    assert (rec["framework"], rec["variant"], rec["status"]) == ("jax", "jit", "ok")
+    assert "train_loop_skipped" not in rec, rec.get("train_loop_skipped")
+    assert rec["train_loop_samples_per_s"] > 0
+    assert rec["train_loop_over_step"] == pytest.approx(rec["train_loop_samples_per_s"] / rec["train_samples_per_s"])
+
+    # the loop trained on the synthetic set: its shape is the point's, its step count the set's
+    workdir = Path(rec["train_loop_workdir"])
+    manifest = json.loads((workdir.parent / "prepared" / "fma_genre_spectrograms" / "manifest.json").read_text())
+    point = V.QUICK_INPUTS["beat_mel"]
+    assert manifest["max_length"] == point.steps and manifest["splits"]["train"]["count"] == rec["train_loop_clips"]
+    assert point.lengths[0] <= manifest["splits"]["train"]["length"]["min"]
+    assert "validation" not in manifest["splits"]
+    # with the variant's config (benchmark_config: model, dtype, batch, seed, the lab's recipe)
+    w = V.Workload("cnn", V.model_config("cnn", quick=True), point, 2)
+    want, used = V.benchmark_config(w).to_dict(), json.loads((workdir / "config.json").read_text())
+    assert used["model"] == json.loads(json.dumps(want["model"]))
+    for key in ("batch_size", "seed", "dtype", "optimizer", "learning_rate", "weight_decay", "clip_norm"):
+        assert used["train"][key] == want["train"][key], key
+    assert used["train"]["epochs"] == 2
+    run_record = json.loads((workdir / "run.json").read_text())
+    assert (run_record["max_length"], run_record["num_features"]) == (point.steps, point.features)
+    steps_per_epoch = manifest["splits"]["train"]["count"] // 2
+    history = json.loads((workdir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["step"] for h in history] == [steps_per_epoch, 2 * steps_per_epoch] == rec["train_loop_steps"]
+    assert rec["train_loop_samples_per_s"] == history[1]["samples_per_s"]
+    assert history[1]["samples_per_s"] == pytest.approx(steps_per_epoch * 2 / history[1]["time_s"])
+    md = (out / "RESULTS.md").read_text()
+    assert "train loop samples/s" in md and f"(x{rec['train_loop_over_step']:.2f})" in md
