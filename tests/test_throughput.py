@@ -13,7 +13,7 @@ import pytest
 
 from jaxmusic import xla
 from jaxmusic.models import ASTBackbone
-from jaxmusic.models.ast import attention, query_chunks
+from jaxmusic.models.ast import attention, gelu, query_chunks
 
 
 def numpy_attention(q, k, v, kv_lengths):
@@ -25,6 +25,27 @@ def numpy_attention(q, k, v, kv_lengths):
     w = np.exp(logits - logits.max(-1, keepdims=True))
     w /= w.sum(-1, keepdims=True)
     return np.einsum("bnqk,bknh->bqnh", w, v)
+
+
+def test_gelu_equals_pytorch_and_the_float64_formula_with_its_gradient():
+    """The AST's GELU (erf form, custom VJP keeping only x) against scipy's erf in float64
+    and PyTorch's exact F.gelu, values and gradients, over the range that matters."""
+    import torch
+    from scipy.special import erf
+
+    x = np.concatenate([np.linspace(-9, 9, 2001), np.random.default_rng(0).normal(0, 3, 4000)]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = 0.5 * x64 * (1 + erf(x64 / np.sqrt(2)))
+    want_grad = 0.5 * (1 + erf(x64 / np.sqrt(2))) + x64 * np.exp(-0.5 * x64**2) / np.sqrt(2 * np.pi)
+    got = np.asarray(jax.jit(gelu)(x))
+    got_grad = np.asarray(jax.jit(jax.grad(lambda v: jnp.sum(gelu(v))))(x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-6)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = torch.nn.functional.gelu(xt)
+    yt.sum().backward()
+    np.testing.assert_allclose(got, yt.detach().numpy(), rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(got_grad, xt.grad.numpy(), rtol=1e-5, atol=2e-6)
 
 
 def test_query_chunks_are_even_and_cover_the_queries():

@@ -176,6 +176,38 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, kv_lengths: jax.Array, i
     return chunked_attention(q, k, v, kv_lengths, int(query_chunk), policy)
 
 
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+@jax.custom_vjp
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU ``x Phi(x) = x (1 + erf(x / sqrt 2)) / 2``, PyTorch's ``F.gelu`` formula.
+
+    ``jax.nn.gelu(approximate=False)`` computes ``Phi`` through ``erfc``, which XLA:CPU
+    expands into two branches with an exponential; ``erf`` is one rational polynomial
+    (3.2x faster forward on ``[4672, 768]``, values within 1.2e-6 of PyTorch's). The
+    backward pass keeps only ``x`` and recomputes ``Phi(x) + x phi(x)`` (autodiff would
+    keep ``erf``'s derivative and value too: two more arrays of the MLP's width per
+    block; XLA's temporaries of an ast_tiny beat-mel B=32 step 1,198 -> 1,048 MB).
+    NOTES.md entry 17.
+    """
+    return 0.5 * x * (1.0 + lax.erf(x * _SQRT_HALF))
+
+
+def _gelu_fwd(x):
+    return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+    cdf = 0.5 * (1.0 + lax.erf(x * _SQRT_HALF))
+    pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * x * x)
+    return (g * (cdf + x * pdf).astype(g.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
+
 class MLP(nn.Module):
     hidden: int
     dropout: float
@@ -187,8 +219,7 @@ class MLP(nn.Module):
         dim, p = x.shape[-1], self.policy
         x = nn.Dense(self.hidden, dtype=p.dtype, param_dtype=self.param_dtype, kernel_init=_init,
                      dot_general=p.dense, name="fc1")(x)
-        x = nn.gelu(x, approximate=False)
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = nn.Dropout(self.dropout)(gelu(x), deterministic=not train)
         x = nn.Dense(dim, dtype=p.dtype, param_dtype=self.param_dtype, kernel_init=_init,
                      dot_general=p.dense, name="fc2")(x)
         return nn.Dropout(self.dropout)(x, deterministic=not train)
@@ -246,9 +277,10 @@ class ASTBackbone(nn.Module):
     param_dtype: Dtype = jnp.float32
     attention: str = "auto"  # "auto": cuDNN flash attention on GPU for 16-bit dtypes, else XLA
     # XLA attention: queries in blocks of at most this many (None or 0: all at once); see attention().
-    # 256: full-resolution input (1538 tokens) in 7 blocks, beat-synchronised (<= 134) unchanged;
-    # XLA's temporaries of an ast_tiny full-resolution B=8 step 10.3 -> 2.6 GB (NOTES.md entry 11)
-    query_chunk: int | None = 256
+    # 128: full-resolution input (1538 tokens) in 13 blocks, beat-synchronised (<= 146) in 2;
+    # XLA's temporaries of an ast_tiny full-resolution B=8 step 10.3 -> 2.6 GB with 256 (NOTES.md
+    # entry 11), of a beat-mel B=32 step 1,048 -> 858 MB with 128 (entry 17)
+    query_chunk: int | None = 128
     # recompute each block's activations in the backward pass (nn.remat); measured to save
     # nothing with the chunked attention on XLA:CPU (NOTES.md entry 11), so off
     remat: bool = False
