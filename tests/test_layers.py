@@ -16,7 +16,7 @@ RANKS = {
     "jaxmusic.augment": 1,
     "jaxmusic.features": 2,
     "jaxmusic.models": 2, "jaxmusic.tasks": 2, "jaxmusic.checkpoint": 2, "jaxmusic.pretrained": 2,
-    "jaxmusic.runs": 3, "jaxmusic.tagging": 3,
+    "jaxmusic.runs": 3, "jaxmusic.tagging": 3, "jaxmusic.generative": 3,
     "jaxmusic.steps": 4,
     "jaxmusic.lrfind": 5,
     "jaxmusic.evaluate": 5,

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tag": ("jaxmusic.cli.tag", "music tags of audio files from a pretrained musicnn tagger"),
     "transfer": ("jaxmusic.cli.experiments", "emotion model: scratch vs fine-tuned vs frozen genre backbone"),
     "compare-multitask": ("jaxmusic.cli.experiments", "multitask model vs one single-axis model per axis"),
+    "generate": ("jaxmusic.cli.generate", "generative augmentation: train a spectrogram generator, add its samples"),
     "lr-find": ("jaxmusic.cli.lrfind", "learning-rate range test: loss vs rate plot and a suggested rate"),
     "cv": ("jaxmusic.cli.experiments", "k-fold cross-validation of a config"),
     "predict-set": ("jaxmusic.cli.experiments", "predictions for a prepared split, in the lab's format"),

@@ -328,11 +328,11 @@ def prepare(source: str | os.PathLike, set_name: str, out_dir: str | os.PathLike
     (out / STAMP_FILE).unlink(missing_ok=True)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     _write_stamp(out, manifest)       # the shards were hashed just now
-    _write_tfds_metadata(out, manifest)
+    write_tfds_metadata(out, manifest)
     return manifest
 
 
-def _write_tfds_metadata(out: Path, manifest: dict) -> None:
+def write_tfds_metadata(out: Path, manifest: dict) -> None:
     """Make the shards loadable with ``tfds.builder_from_directory``."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
