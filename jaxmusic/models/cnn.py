@@ -79,10 +79,18 @@ def _conv_tap_wgrad_fwd(x, w, pads, sequential):
 
 def _conv_tap_wgrad_bwd(pads, sequential, res, g):
     x, w = res
-    dx = jax.vjp(lambda x: _conv(x, w, pads), x)[1](g)[0]  # XLA's transposed convolution
+    kh, kw = w.shape[:2]
+    flipped_pads = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]), (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
+    if min(min(p) for p in flipped_pads) >= 0:
+        # Input gradient as a forward convolution of the output gradient with the flipped kernel
+        # (in/out channels swapped): the same values as XLA's transposed convolution, which XLA:CPU
+        # runs 18-23x slower inside a lax.scan (train.steps_per_dispatch; NOTES.md entries 17-18)
+        dx = _conv(g, jnp.swapaxes(w[::-1, ::-1], 2, 3), flipped_pads)
+    else:
+        dx = jax.vjp(lambda x: _conv(x, w, pads), x)[1](g)[0]  # XLA's transposed convolution
     # Weight gradient: one product per kernel tap, the shifted input against the output
     # gradient, contracting every (batch, time, frequency) position.
-    kh, kw, cin, cout = w.shape
+    cin, cout = w.shape[2:]
     _, steps, freqs, _ = g.shape
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     gm = g.reshape(-1, cout)
@@ -112,8 +120,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     For the stride-1, undilated NHWC/HWIO convolutions of this model, the weight
     gradient is ``kh * kw`` matrix products (shifted input x output gradient) instead
     of XLA:CPU's weight-gradient convolution, which runs at 20-45 GFLOP/s on these
-    shapes against 40-60 for the products (benchmarks/NOTES.md, entry 9). The value,
-    the input gradient and every other case are ``lax.conv_general_dilated``'s.
+    shapes against 40-60 for the products (benchmarks/NOTES.md, entry 9); the input
+    gradient is a forward convolution with the flipped kernel (entry 18). The value and
+    every other case are ``lax.conv_general_dilated``'s.
     ``sequential_taps``: the taps one after another (``lax.map``), so that one shifted
     copy of the input exists at a time (NOTES.md, entry 12); else all at once.
     """
