@@ -7,18 +7,30 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-# The project's goals (train-step throughput ratios jaxmusic / PyTorch, and MFU).
+# The project's goals (issue 14): train-step throughput ratios jaxmusic / PyTorch, per
+# numeric path, peak memory, MFU and the end-to-end epoch.
+FLOAT32 = ("jit", "jit_dp")             # JAX variants of the float32 path (the best one counts)
+BFLOAT16 = ("jit_bf16", "jit_bf16_dp")  # bfloat16 products: counted where the processor has BF16
+AST_POINTS = [("beat_mel", 8), ("beat_mel", 32), ("full_mel", 8)]
 RATIO_GOALS = [
-    # (model, input, batch sizes (None: every measured one), torch variant, minimum ratio)
-    ("lstm", "full_mel", (32,), "eager", 2.0),
-    ("lstm", "full_mel", (32,), "packed", 20.0),
-    ("cnn", "full_mel", (32, 256), "eager", 1.5),
-    ("ast_tiny", "beat_mel", None, "eager", 1.3),
-    ("ast_tiny", "full_mel", None, "eager", 1.3),
-    ("ast_small", "beat_mel", None, "eager", 1.3),
-    ("ast_small", "full_mel", None, "eager", 1.3),
+    # (model, input, batch size, path name, JAX variants, torch variant, minimum ratio)
+    ("lstm", "full_mel", 32, "float32", FLOAT32, "eager", 2.0),
+    ("lstm", "full_mel", 32, "float32", FLOAT32, "packed", 20.0),
+    ("cnn", "full_mel", 32, "float32", FLOAT32, "eager", 1.5),
+    *[(m, inp, b, path, jv, "eager", 1.3) for m in ("ast_tiny", "ast_small") for inp, b in AST_POINTS
+      for path, jv in (("float32", FLOAT32), ("bfloat16", BFLOAT16))],
 ]
+MEMORY_GOALS = [(m, inp, b) for m in ("ast_tiny", "ast_small") for inp, b in AST_POINTS] + [("cnn", "full_mel", 32)]
 MFU_GOALS = {"ast_tiny": 0.5, "ast_small": 0.5, "cnn": 0.3, "lstm": 0.15}
+EPOCH_GOAL = 1.5
+
+
+def has_bf16(results: dict) -> bool:
+    """Whether the bfloat16 path counts: an accelerator, or a CPU with AVX512-BF16 or AMX."""
+    m = results.get("machine", {})
+    if m.get("backend", "cpu") != "cpu":
+        return True
+    return any(f in ("avx512_bf16", "amx_bf16") for f in m.get("cpu_flags", []))
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -61,37 +73,59 @@ def _paired(torch_rec: dict, jax_rec: dict, phase: str = "train"):
     return None if r is None else (r[""], r["_min"], r["_max"])
 
 
-def goal_rows(records: list[dict]) -> list[list[str]]:
+def _variant_base(variant: str) -> str:
+    return variant.partition("[")[0].partition("@")[0]
+
+
+def goal_rows(records: list[dict], bf16: bool = True, epochs: list[dict] | None = None) -> list[list[str]]:
+    """The goals table: one row per (point, path, figure); ``bf16``: whether the bfloat16 path counts."""
     ok = [r for r in records if r.get("status") == "ok"]
     rows = []
-    for model, inp, batches, variant, target in RATIO_GOALS:
-        found = False
-        for r in sorted(ok, key=lambda r: r["batch_size"]):
-            if (r["model"], r["input"], r["framework"], r["variant"]) != (model, inp, "torch", variant):
+
+    def point(model, inp, b):
+        return [r for r in ok if (r["model"], r["input"], r["batch_size"]) == (model, inp, b)]
+
+    for model, inp, b, path, jax_variants, variant, target in RATIO_GOALS:
+        name = f"{model} {inp} B={b}"
+        if path == "bfloat16" and not bf16:
+            rows.append([name, f"{path}: jax vs torch/{variant} train", f">= {target:g}x",
+                         "not counted: no BF16 on this processor", "-"])
+            continue
+        here = point(model, inp, b)
+        torch_rec = next((r for r in here if r["framework"] == "torch" and r["variant"] == variant), None)
+        by_variant = {}
+        for j in here:
+            if torch_rec and j["framework"] == "jax" and j["variant"] in jax_variants:
+                pair = _paired(torch_rec, j)
+                if pair is not None:
+                    by_variant[j["variant"]] = pair
+        if not by_variant:
+            why = next((f"not measured ({r['framework']}/{r['variant']}: {r.get('reason')})" for r in records
+                        if (r["model"], r["input"], r["batch_size"]) == (model, inp, b) and r.get("status") != "ok"
+                        and (r["variant"] in jax_variants or r["variant"] == variant)), "not measured")
+            rows.append([name, f"{path}: jax vs torch/{variant} train", f">= {target:g}x", why, "-"])
+            continue
+        jv, (ratio, lo, hi) = max(by_variant.items(), key=lambda kv: kv[1][0])
+        rows.append([name, f"{path}: jax/{jv} vs torch/{variant} train", f">= {target:g}x",
+                     f"{ratio:.2f}x ({_fmt(lo)}-{_fmt(hi)})", "yes" if ratio >= target else "**no**"])
+    for model, inp, b in MEMORY_GOALS:
+        here = point(model, inp, b)
+        torch_rec = next((r for r in here if r["framework"] == "torch" and r["variant"] == "eager"
+                          and r.get("peak_mem_mb")), None)
+        for path, jax_variants in (("float32", FLOAT32), ("bfloat16", BFLOAT16)):
+            if path == "bfloat16" and not bf16:
                 continue
-            if batches is not None and r["batch_size"] not in batches:
+            jax_recs = [r for r in here if r["framework"] == "jax" and r["variant"] in jax_variants
+                        and r.get("peak_mem_mb")]
+            if not (torch_rec and jax_recs):
                 continue
-            by_variant = {j["variant"]: _paired(r, j) for j in ok if j["framework"] == "jax" and
-                          (j["model"], j["input"], j["batch_size"]) == (model, inp, r["batch_size"])}
-            by_variant = {v: x for v, x in by_variant.items() if x is not None}
-            if not by_variant and r.get("jax_speedup_train") is not None:  # records without step lists
-                by_variant = {"jit": (r["jax_speedup_train"], r.get("jax_speedup_train_min"),
-                                      r.get("jax_speedup_train_max"))}
-            if not by_variant:
-                continue
-            found = True
-            jv, (ratio, lo, hi) = max(by_variant.items(), key=lambda kv: kv[1][0])
-            rows.append([f"{model} {inp} B={r['batch_size']}", f"jax/{jv} vs torch/{variant} train",
-                         f">= {target:g}x", f"{ratio:.2f}x ({_fmt(lo)}-{_fmt(hi)})",
-                         "yes" if ratio >= target else "**no**"])
-        if not found:
-            why = next((f"not measured ({r['framework']}/{r['variant']} B={r['batch_size']}: {r.get('reason')})"
-                        for r in records if (r["model"], r["input"]) == (model, inp) and r.get("status") != "ok"),
-                       "not measured")
-            rows.append([f"{model} {inp} B={'/'.join(map(str, batches)) if batches else 'any'}",
-                         f"jax/torch {variant} train", f">= {target:g}x", why, "-"])
+            best = min(jax_recs, key=lambda r: r["peak_mem_mb"])
+            ratio = best["peak_mem_mb"] / torch_rec["peak_mem_mb"]
+            rows.append([f"{model} {inp} B={b}", f"{path}: peak memory jax/{best['variant']} / torch/eager",
+                         "<= 1.0x", f"{ratio:.2f}x ({_fmt(best['peak_mem_mb'])} / {_fmt(torch_rec['peak_mem_mb'])} MB)",
+                         "yes" if ratio <= 1.0 else "**no**"])
     for model, target in MFU_GOALS.items():
-        jax_recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] in ("jit", "jit_dp")
+        jax_recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] in FLOAT32
                     and r.get("mfu")]
         if not jax_recs:
             rows.append([f"{model} (best point)", "MFU jax train", f">= {target:.0%}", "not measured", "-"])
@@ -99,6 +133,12 @@ def goal_rows(records: list[dict]) -> list[list[str]]:
         best = max(jax_recs, key=lambda r: r["mfu"])
         rows.append([f"{model} {best['input']} B={best['batch_size']} (best point)", "MFU jax train",
                      f">= {target:.0%}", f"{best['mfu']:.1%}", "yes" if best["mfu"] >= target else "**no**"])
+    for r in epochs or []:
+        if r.get("framework") == "jax" and r.get("jax_speedup") is not None:
+            rows.append([f"{r['model']} epoch on {r['input']} B={r['batch_size']}",
+                         f"{r['variant']} vs DataLoader+eager (end to end, interleaved)", f">= {EPOCH_GOAL:g}x",
+                         f"{r['jax_speedup']:.2f}x ({_fmt(r.get('jax_speedup_min'))}-{_fmt(r.get('jax_speedup_max'))})",
+                         "yes" if r["jax_speedup"] >= EPOCH_GOAL else "**no**"])
     return rows
 
 
@@ -289,9 +329,12 @@ def write(results: dict, out_dir: Path) -> Path:
         "(lr 1e-4, weight decay 1e-4); inference = forward in eval/inference mode. Figures are the "
         "median over timed steps (min-max in brackets). The JAX speedup is paired: the ratio of "
         "step times within each round, median (min-max) over rounds; the tables give it against "
-        "`jax/jit` (float32), the goals against the fastest JAX variant of the point (`jit_bf16`: "
-        "bfloat16 products with float32 accumulation; `_dp`: the batch split over one XLA device per "
-        "core, run with `--host-devices 2`; see NOTES.md). The MFU goals count the float32 variants "
+        "`jax/jit` (float32), the goals per numeric path against the fastest JAX variant of that path "
+        "at the point: float32 (`jit`, `jit_dp`) and bfloat16 (`jit_bf16`, `jit_bf16_dp`: bfloat16 "
+        "products with float32 accumulation; counted on processors with AVX512-BF16 or AMX and on "
+        "accelerators); `_dp`: the batch split over one XLA device per core, run with "
+        "`--host-devices 2`; see NOTES.md. The memory goals compare the smallest JAX peak of each "
+        "path with PyTorch eager's at the same point. The MFU goals count the float32 variants "
         "only (`jit`, `jit_dp`); a bfloat16 variant's MFU is against the float32 peak too. Compile time is apart "
         "(JAX: lower+compile of the train step; torch.compile: the first call). Peak memory: RSS "
         "growth during one step (after `malloc_trim`) on CPU, device statistics on GPU. FLOPs: "
@@ -313,7 +356,7 @@ def write(results: dict, out_dir: Path) -> Path:
         "",
         "## Goals",
         "",
-        _table(["point", "figure", "goal", "measured", "met"], goal_rows(records)),
+        _table(["point", "figure", "goal", "measured", "met"], goal_rows(records, has_bf16(results), results.get("epoch"))),
         "",
         "## All points",
         "",
