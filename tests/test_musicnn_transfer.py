@@ -8,10 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmusic import checkpoint, frontend, pretrained, runs, steps
+from jaxmusic import checkpoint, frontend, predict, pretrained, runs, steps
 from jaxmusic import features as F
 from jaxmusic.config import load_config
 from jaxmusic.data import lab, tfrecords
+from jaxmusic.metrics import softmax
+from jaxmusic.runs import LoadedRun
 from jaxmusic.train import train
 from tests import audio_fixtures as af
 
@@ -96,3 +98,21 @@ def test_transfer_latent_is_the_pretrained_penultimate(musicnn_set):
     module, tv = pretrained.tagger("MTT_vgg")
     np.testing.assert_allclose(np.asarray(latent), np.asarray(module.apply(tv, x, train=False)["penultimate"]),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_predict_reads_a_musicnn_run_through_the_musicnn_recipe(musicnn_set, tmp_path):
+    """`jaxmusic predict` with a run trained on the musicnn view: the song goes through the
+    musicnn recipe at 16 kHz, and the model sees what `features --recipe musicnn` wrote."""
+    cfg = load_config(REPO / "configs" / "tiny" / "cnn.py",
+                      [f"--config.data.prepared={musicnn_set / 'prep'}", "--config.data.set=emo",
+                       "--config.data.view=musicnn", "--config.train.epochs=1",
+                       "--config.train.batch_size=4"])
+    train(cfg, tmp_path / "run", progress=False)
+    run = LoadedRun(tmp_path / "run")
+    names = run.info["label_names"]
+    for rec in lab.iter_records(musicnn_set / "data" / "emo", "test"):
+        got = predict.predict_file(musicnn_set / "audio" / f"{rec.id.split('_')[0]}.wav", run, None,
+                                   top_k=len(names))
+        want = softmax(run([run.features(rec.features, rec.features)]))[0]
+        assert got["windows"] == 1
+        np.testing.assert_allclose([got["per_window"][0]["genres"][n] for n in names], want, atol=1e-4)
