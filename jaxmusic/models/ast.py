@@ -200,6 +200,9 @@ def _gelu_fwd(x):
 
 
 def _gelu_bwd(x, g):
+    # Tied to the incoming gradient, XLA can neither merge this recomputation with the
+    # forward pass's erf (and keep that alive until here) nor schedule it early.
+    x, g = lax.optimization_barrier((x, g))
     cdf = 0.5 * (1.0 + lax.erf(x * _SQRT_HALF))
     pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * x * x)
     return (g * (cdf + x * pdf).astype(g.dtype),)
