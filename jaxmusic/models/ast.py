@@ -189,8 +189,9 @@ def gelu(x: jax.Array) -> jax.Array:
     (3.2x faster forward on ``[4672, 768]``, values within 1.2e-6 of PyTorch's). The
     backward pass keeps only ``x`` and recomputes ``Phi(x) + x phi(x)`` (autodiff would
     keep ``erf``'s derivative and value too: two more arrays of the MLP's width per
-    block; XLA's temporaries of an ast_tiny beat-mel B=32 step 1,198 -> 1,048 MB).
-    NOTES.md entry 17.
+    block). XLA's temporaries of an ast_tiny beat-mel B=32 float32 step: 1,198 MB with
+    ``jax.nn.gelu``, 1,048 MB with this, and the barrier in the backward pass takes
+    another 49 MB off (858 -> 809 MB with the chunked attention). NOTES.md entry 18.
     """
     return 0.5 * x * (1.0 + lax.erf(x * _SQRT_HALF))
 
@@ -282,7 +283,7 @@ class ASTBackbone(nn.Module):
     # XLA attention: queries in blocks of at most this many (None or 0: all at once); see attention().
     # 128: full-resolution input (1538 tokens) in 13 blocks, beat-synchronised (<= 146) in 2;
     # XLA's temporaries of an ast_tiny full-resolution B=8 step 10.3 -> 2.6 GB with 256 (NOTES.md
-    # entry 11), of a beat-mel B=32 step 1,048 -> 858 MB with 128 (entry 17)
+    # entry 11), of a beat-mel B=32 step 1,048 -> 858 MB with 128 (entry 18)
     query_chunk: int | None = 128
     # recompute each block's activations in the backward pass (nn.remat); measured to save
     # nothing with the chunked attention on XLA:CPU (NOTES.md entry 11), so off
