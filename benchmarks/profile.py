@@ -135,16 +135,28 @@ def jax_profile(var, steps: int) -> dict:
             events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
     per_op: dict[str, float] = collections.Counter()
+    intervals = []
     for e in events:
         if e.get("ph") == "X" and e.get("name") in instructions:
             per_op[e["name"]] += e.get("dur", 0.0) / 1e6 / steps  # us -> s per step
+            intervals.append((e["ts"], e["ts"] + e.get("dur", 0.0)))
     rows = []
     for name, seconds in per_op.items():
         info = instructions[name]
         phase, path = _phase_and_path(info["op_name"])
         rows.append({"op": name, "s": seconds, "phase": phase, "layer": path, "kernel": kernel_kind(info),
                      "shape": info["shape"], "fused": info["inner"]})
-    return {"wall_s": wall, "ops": rows}
+    return {"wall_s": wall, "ops": rows, "busy_s": _union(intervals) / 1e6 / steps}
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals: time in which some operation ran."""
+    total, end = 0.0, float("-inf")
+    for lo, hi in sorted(intervals):
+        if hi > end:
+            total += hi - max(lo, end)
+            end = hi
+    return total
 
 
 def torch_profile(var, steps: int) -> dict:
@@ -183,8 +195,9 @@ def by_kernel(rows: list[dict]) -> dict[str, float]:
 
 
 def profile_point(model: str, input_name: str, batch_size: int, names: list[str], steps: int,
-                  torch_threads: int | None) -> dict:
-    w = variants.Workload(model, variants.model_config(model), variants.INPUTS[input_name], batch_size)
+                  torch_threads: int | None, quick: bool = False) -> dict:
+    inputs = variants.QUICK_INPUTS if quick else variants.INPUTS
+    w = variants.Workload(model, variants.model_config(model, quick), inputs[input_name], batch_size)
     out = {"model": model, "input": input_name, "batch_size": batch_size, "steps": steps, "variants": {}}
     for name in names:
         framework, variant = name.split("/", 1)
@@ -195,6 +208,9 @@ def profile_point(model: str, input_name: str, batch_size: int, names: list[str]
         prof = jax_profile(var, steps) if framework == "jax" else torch_profile(var, steps)
         total = sum(r["s"] for r in prof["ops"])
         rec = {"wall_s": prof["wall_s"], "op_s": total}
+        if "busy_s" in prof:  # the step's time in which no HLO operation runs on any thread
+            rec["busy_s"] = prof["busy_s"]
+            rec["idle_s"] = max(0.0, prof["wall_s"] - prof["busy_s"])
         if framework == "jax":
             rec["kernels"] = by_kernel(prof["ops"])
             rec["groups"] = grouped(prof["ops"])[:40]
@@ -218,7 +234,10 @@ def markdown(result: dict) -> str:
              f"{', '.join(result['machine'].get('cpu_flags', []))}); load average {result['load_average']}; "
              f"{result['steps']} profiled steps after 2 warm-up steps. Times are per step, summed over threads.", ""]
     for name, rec in result["variants"].items():
-        lines += [f"## {name}", "", f"Wall {_ms(rec['wall_s'])} ms per step; {_ms(rec['op_s'])} ms in operations.", ""]
+        lines += [f"## {name}", "", f"Wall {_ms(rec['wall_s'])} ms per step; {_ms(rec['op_s'])} ms in operations"
+                  + (f" (summed over threads); some operation running during {_ms(rec['busy_s'])} ms, none during "
+                     f"{_ms(rec['idle_s'])} ms ({rec['idle_s'] / rec['wall_s']:.0%} of the step: dispatch and "
+                     "waits between operations)." if "busy_s" in rec else "."), ""]
         if "kernels" in rec:
             lines += ["| kernel kind | ms/step | share |", "|---|---:|---:|"]
             lines += [f"| {k} | {_ms(s)} | {s / rec['op_s']:.1%} |" for k, s in rec["kernels"].items()]
@@ -244,11 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--torch-threads", type=int, default=None, help="PyTorch intra-op threads (default: all)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "profiles"))
+    parser.add_argument("--quick", action="store_true", help="tiny models and inputs (the smoke test)")
     args = parser.parse_args(argv)
     from benchmarks.run import _csv
 
     result = profile_point(args.model, args.input, args.batch_size, _csv(args.variants), args.steps,
-                           args.torch_threads)
+                           args.torch_threads, args.quick)
     result["command"] = " ".join(["python -m benchmarks.profile", *map(shlex.quote, argv or sys.argv[1:])])
     result["machine"] = machine.describe()
     result["load_average"] = machine.load_average()

@@ -321,3 +321,48 @@ def test_train_loop_rate_is_recorded(tmp_path):
     assert history[1]["samples_per_s"] == pytest.approx(steps_per_epoch * 2 / history[1]["time_s"])
     md = (out / "RESULTS.md").read_text()
     assert "train loop samples/s" in md and f"(x{rec['train_loop_over_step']:.2f})" in md
+
+
+def test_hlo_text_parsing_and_busy_time_of_the_profiler():
+    """benchmarks.profile reads an HLO module's text into instructions with their kind and JAX op
+    name, and measures busy time as the union of operation intervals."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import profile
+
+    f = jax.jit(lambda a, b: jnp.tanh(a @ b) * 2.0)
+    x = jnp.ones((64, 32), jnp.float32)
+    text = f.lower(x, x.T).compile().as_text()
+    instructions = profile.hlo_instructions(text)
+    kinds = {profile.kernel_kind(i) for i in instructions.values()}
+    assert any(k.startswith("dot") for k in kinds), kinds
+    dots = [i for i in instructions.values() if profile.kernel_kind(i).startswith("dot")]
+    assert any("dot_general" in i["op_name"] for i in dots)
+    assert all(i["shape"].startswith("f32[64,64]") for i in dots)
+    assert profile._phase_and_path("jit(train_step)/transpose(jvp(Model))/backbone/block_3/mlp/fc1/dot_general") \
+        == ("backward", "backbone/block_*/mlp/fc1/dot_general")
+    assert profile._phase_and_path("jit(train_step)/jvp(Model)/backbone/conv_0/conv_general_dilated")[0] == "forward"
+    assert profile._phase_and_path("jit(train_step)/add")[0] == "update"
+    assert profile._union([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == 4.0
+    assert profile._union([(0.0, 10.0), (2.0, 3.0)]) == 10.0
+
+
+def test_quick_profile_accounts_for_the_step(tmp_path):
+    """A profile of the tiny CNN: every JAX operation is attributed (groups sum to the op time),
+    busy time lies within the wall time, and PyTorch's profile names aten operators."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "prof"
+    subprocess.run([sys.executable, "-m", "benchmarks.profile", "--quick", "--model", "cnn", "--input", "beat_mel",
+                    "--batch-size", "4", "--variants", "jax/jit,torch/eager", "--steps", "2", "--out", str(out)],
+                   check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    result = json.loads((out / "profile_cnn_beat_mel_B4.json").read_text())
+    jx, pt = result["variants"]["jax/jit"], result["variants"]["torch/eager"]
+    assert 0 < jx["busy_s"] <= jx["wall_s"] * 1.05 and jx["op_s"] > 0
+    assert sum(jx["kernels"].values()) == pytest.approx(jx["op_s"], rel=1e-6)
+    assert any(k.startswith("convolution") for k in jx["kernels"]), jx["kernels"]
+    assert {g["phase"] for g in jx["groups"]} >= {"forward", "backward"}
+    assert any(r["op"].startswith("aten::") for r in pt["top_ops"]) and pt["wall_s"] > 0
+    assert "## jax/jit" in (out / "profile_cnn_beat_mel_B4.md").read_text()
