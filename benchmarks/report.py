@@ -23,6 +23,11 @@ RATIO_GOALS = [
 MEMORY_GOALS = [(m, inp, b) for m in ("ast_tiny", "ast_small") for inp, b in AST_POINTS] + [("cnn", "full_mel", 32)]
 MFU_GOALS = {"ast_tiny": 0.5, "ast_small": 0.5, "cnn": 0.3, "lstm": 0.15}
 EPOCH_GOAL = 1.5
+# On an accelerator (issue 14, section 5): every JAX model >= 1.3x PyTorch eager on each numeric
+# path at B=32, and the bf16 AST's MFU >= 40% of the measured bf16 matmul rate.
+GPU_MODELS = ("lstm", "cnn", "ast_tiny", "ast_small")
+GPU_RATIO_GOAL = 1.3
+GPU_BF16_MFU_GOAL = {"ast_tiny": 0.4, "ast_small": 0.4}
 
 
 def has_bf16(results: dict) -> bool:
@@ -139,6 +144,43 @@ def goal_rows(records: list[dict], bf16: bool = True, epochs: list[dict] | None 
                          f"{r['variant']} vs DataLoader+eager (end to end, interleaved)", f">= {EPOCH_GOAL:g}x",
                          f"{r['jax_speedup']:.2f}x ({_fmt(r.get('jax_speedup_min'))}-{_fmt(r.get('jax_speedup_max'))})",
                          "yes" if r["jax_speedup"] >= EPOCH_GOAL else "**no**"])
+    return rows
+
+
+def gpu_goal_rows(records: list[dict], bf16_peak: dict | None) -> list[list[str]]:
+    """The goals table on an accelerator: per model and input at B=32, the fastest JAX variant of
+    each numeric path against PyTorch eager on the same path (float32: ``eager``; bfloat16:
+    ``eager_bf16``, autocast), and the bf16 AST's MFU against ``bf16_peak`` (a jitted bf16
+    ``jnp.dot``, benchmarks/gpu.py)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    rows = []
+    for model in GPU_MODELS:
+        for inp in ("beat_mel", "full_mel"):
+            here = [r for r in ok if (r["model"], r["input"], r["batch_size"]) == (model, inp, 32)]
+            for path, jax_variants, variant in (("float32", FLOAT32, "eager"), ("bfloat16", BFLOAT16, "eager_bf16")):
+                name, figure = f"{model} {inp} B=32", f"{path}: jax vs torch/{variant} train"
+                torch_rec = next((r for r in here if r["framework"] == "torch" and r["variant"] == variant), None)
+                pairs = {j["variant"]: _paired(torch_rec, j) for j in here
+                         if torch_rec and j["framework"] == "jax" and j["variant"] in jax_variants}
+                pairs = {k: v for k, v in pairs.items() if v is not None}
+                if not pairs:
+                    rows.append([name, figure, f">= {GPU_RATIO_GOAL:g}x", "not measured", "-"])
+                    continue
+                jv, (ratio, lo, hi) = max(pairs.items(), key=lambda kv: kv[1][0])
+                rows.append([name, f"{path}: jax/{jv} vs torch/{variant} train", f">= {GPU_RATIO_GOAL:g}x",
+                             f"{ratio:.2f}x ({_fmt(lo)}-{_fmt(hi)})", "yes" if ratio >= GPU_RATIO_GOAL else "**no**"])
+    peak = (bf16_peak or {}).get("peak_flops")
+    for model, target in GPU_BF16_MFU_GOAL.items():
+        recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] in BFLOAT16
+                and r.get("flops_train") and r.get("train_step_s")]
+        if not (recs and peak):
+            rows.append([f"{model} (best point)", "bf16 MFU jax train", f">= {target:.0%}", "not measured", "-"])
+            continue
+        best = max(recs, key=lambda r: r["flops_train"] / r["train_step_s"])
+        mfu = best["flops_train"] / best["train_step_s"] / peak
+        rows.append([f"{model} {best['input']} B={best['batch_size']} (best point)",
+                     f"bf16 MFU jax/{best['variant']} train (of {peak / 1e12:.0f} TFLOP/s, bf16 jnp.dot n={bf16_peak['n']})",
+                     f">= {target:.0%}", f"{mfu:.1%}", "yes" if mfu >= target else "**no**"])
     return rows
 
 
@@ -356,7 +398,10 @@ def write(results: dict, out_dir: Path) -> Path:
         "",
         "## Goals",
         "",
-        _table(["point", "figure", "goal", "measured", "met"], goal_rows(records, has_bf16(results), results.get("epoch"))),
+        _table(["point", "figure", "goal", "measured", "met"],
+               goal_rows(records, has_bf16(results), results.get("epoch"))
+               if results.get("machine", {}).get("backend", "cpu") == "cpu"
+               else gpu_goal_rows(records, results.get("matmul_peak_bf16"))),
         "",
         "## All points",
         "",

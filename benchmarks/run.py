@@ -236,6 +236,14 @@ class Sweep:
                 continue
             records[key].update(peak_mem_mb=probe.peak_mb, infer_peak_mem_mb=probe_infer.peak_mb,
                                 mem_method=probe.method)
+            if var.memory_kind == "jax-device" and records[key].get("xla_train_temp_bytes"):
+                # on an accelerator jax keeps a process-lifetime peak (no reset): an earlier, larger
+                # allocation hides the step's. The compiled step's own temporaries (activations,
+                # gradients, workspace) are the figure that compares with torch's growth above
+                # its resident parameters, gradients and optimiser state.
+                records[key].update(peak_mem_mb=records[key]["xla_train_temp_bytes"] / 2**20,
+                                    infer_peak_mem_mb=(records[key].get("xla_infer_temp_bytes") or 0) / 2**20,
+                                    mem_method="XLA memory analysis: temporaries of the compiled step")
             est[key] = t_train + t_infer
             spent[key] += est[key]
             if probe.peak_mb is not None:

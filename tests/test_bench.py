@@ -231,6 +231,43 @@ def test_gpu_sweep_quick_runs_without_tensorflow_or_librosa(tmp_path):
     for r in results["records"]:
         assert r["train_samples_per_s"] > 0 and r["peak_mem_mb"] is not None
     assert "benchmarks.run --quick" in (out / "RESULTS.md").read_text()
+    assert results["matmul_peak_bf16"]["dtype"] == "bfloat16" and results["matmul_peak_bf16"]["peak_flops"] > 0
+
+
+
+def test_accelerator_goals_table():
+    """On an accelerator the goals are per model, input and numeric path at B=32 (paired median of
+    torch step / JAX step over the rounds, fastest JAX variant of the path) and the bf16 AST's MFU
+    against the bf16 matmul rate; points not measured say so."""
+    import numpy as np
+
+    from benchmarks import report
+
+    def rec(model, fw, variant, times, flops=None):
+        return {"model": model, "input": "beat_mel", "batch_size": 32, "framework": fw, "variant": variant,
+                "status": "ok", "train_step_s_all": times, "train_step_s": float(np.median(times)),
+                **({"flops_train": flops} if flops else {})}
+
+    torch_f32, torch_bf16 = [0.030, 0.032, 0.031], [0.020, 0.021, 0.019]
+    jit, jit_dp, jit_bf16 = [0.020, 0.020, 0.025], [0.030, 0.030, 0.030], [0.010, 0.012, 0.019]
+    records = [rec("ast_tiny", "torch", "eager", torch_f32), rec("ast_tiny", "jax", "jit", jit),
+               rec("ast_tiny", "jax", "jit_dp", jit_dp), rec("ast_tiny", "torch", "eager_bf16", torch_bf16),
+               rec("ast_tiny", "jax", "jit_bf16", jit_bf16, flops=4e12)]
+    peak = {"n": 8192, "peak_flops": 8e14}
+    rows = {(r[0], r[1].split(":")[0] if "MFU" not in r[1] else "mfu"): r
+            for r in report.gpu_goal_rows(records, peak)}
+    assert len(rows) == 4 * 2 * 2 + 2
+    f32 = rows[("ast_tiny beat_mel B=32", "float32")]
+    expected = np.median(np.array(torch_f32) / np.array(jit))      # jit beats jit_dp
+    assert f32[1].startswith("float32: jax/jit vs torch/eager") and f32[3].startswith(f"{expected:.2f}x")
+    assert f32[4] == ("yes" if expected >= 1.3 else "**no**") == "yes"
+    bf = rows[("ast_tiny beat_mel B=32", "bfloat16")]
+    expected = np.median(np.array(torch_bf16) / np.array(jit_bf16))
+    assert bf[3].startswith(f"{expected:.2f}x") and bf[4] == "yes"
+    mfu = rows[("ast_tiny beat_mel B=32 (best point)", "mfu")]
+    assert mfu[3] == f"{4e12 / np.median(jit_bf16) / 8e14:.1%}" and mfu[4] == "yes"
+    assert rows[("cnn full_mel B=32", "float32")][3] == "not measured"
+    assert rows[("ast_small (best point)", "mfu")][3] == "not measured"
 
 
 # --- the benchmark times `jaxmusic train`'s own step ---------------------------------------
