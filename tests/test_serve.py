@@ -51,7 +51,11 @@ def serve_runs(tiny_prepared, tmp_path_factory):
 def server(serve_runs):
     s = ServeProcess(["--workdir", str(serve_runs / "lstm_genre"), "--workdir", str(serve_runs / "cnn3_genre"),
                       "--emotion-workdir", str(serve_runs / "emotion"), "--max-mb", str(MAX_MB),
-                      "--max-minutes", "5", "--quiet"], cwd=REPO, env={"PYTHONPATH": str(REPO)})
+                      "--max-minutes", "5", "--quiet",
+                      # a 50 ms batching window (default 10): with the 10 ms one, concurrent requests
+                      # whose decoding is slowed by a busy machine (the other test worker) arrived
+                      # one per model call, and the batching test failed once in a full suite
+                      "--batch-wait-ms", "50"], cwd=REPO, env={"PYTHONPATH": str(REPO)})
     yield s
     s.stop()
 
