@@ -403,3 +403,19 @@ def test_quick_profile_accounts_for_the_step(tmp_path):
     assert {g["phase"] for g in jx["groups"]} >= {"forward", "backward"}
     assert any(r["op"].startswith("aten::") for r in pt["top_ops"]) and pt["wall_s"] > 0
     assert "## jax/jit" in (out / "profile_cnn_beat_mel_B4.md").read_text()
+
+
+def test_products_microbenchmark_checks_and_reports_the_three_products(capsys):
+    """benchmarks.products: each of a layer's three products is checked against torch.einsum
+    (inside the script) and reported with both rates and the paired ratio."""
+    import re
+
+    from benchmarks import products
+
+    assert products.main(["--m", "64", "--k", "8", "--n", "16", "--rounds", "3", "--torch-threads", "1"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if "GFLOP/s" in l]
+    assert [l.split(":")[0] for l in lines] == ["forward [M,K] x [K,N]", "input gradient [M,N] x [K,N]^T",
+                                                "weight gradient [M,K]^T x [M,N]"]
+    for line in lines:
+        jax_rate, torch_rate, ratio = map(float, re.findall(r"(\d+(?:\.\d+)?)(?: GFLOP/s|x torch)", line))
+        assert jax_rate >= 0 and torch_rate >= 0 and ratio > 0
