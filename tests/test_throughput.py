@@ -50,7 +50,8 @@ def test_gelu_equals_pytorch_and_the_float64_formula_with_its_gradient():
 
 def test_query_chunks_are_even_and_cover_the_queries():
     assert query_chunks(1538, 256) == (7, 220)
-    assert query_chunks(148, 256) == (1, 148)
+    assert query_chunks(146, 256) == (2, 73)   # two blocks from half a block up
+    assert query_chunks(128, 256) == (1, 128)
     assert query_chunks(148, None) == (1, 148)
     for queries in range(1, 60):
         for chunk in (1, 4, 7, 16):

@@ -73,11 +73,13 @@ def _plain_attention(q, k, v, kv_lengths, policy):
 
 
 def query_chunks(queries: int, chunk: int | None) -> tuple[int, int]:
-    """``(number, size)`` of query blocks of at most ``chunk`` queries, as even as possible
-    (1538 queries in blocks of at most 256: 7 blocks of 220, the last 2 rows padding)."""
-    if not chunk or queries <= chunk:
+    """``(number, size)`` of query blocks of at most ``chunk`` queries, as even as possible,
+    and at least two once there are more than ``chunk // 2`` queries. With 256: 1538 queries
+    (full resolution) in 7 blocks of 220 (the last 2 rows padding), 146 (beat-synchronised)
+    in 2 of 73, 100 in one (the plain form). NOTES.md entry 21 has the measurements."""
+    if not chunk or queries <= max(1, int(chunk) // 2):
         return 1, queries
-    number = -(-queries // int(chunk))
+    number = max(2, -(-queries // int(chunk)))
     return number, -(-queries // number)
 
 
@@ -280,11 +282,12 @@ class ASTBackbone(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention: str = "auto"  # "auto": cuDNN flash attention on GPU for 16-bit dtypes, else XLA
-    # XLA attention: queries in blocks of at most this many (None or 0: all at once); see attention().
-    # 128: full-resolution input (1538 tokens) in 13 blocks, beat-synchronised (<= 146) in 2;
-    # XLA's temporaries of an ast_tiny full-resolution B=8 step 10.3 -> 2.6 GB with 256 (NOTES.md
-    # entry 11), of a beat-mel B=32 step 1,048 -> 858 MB with 128 (entry 18)
-    query_chunk: int | None = 128
+    # XLA attention: queries in blocks of at most this many, two from half a block up (None or 0:
+    # all at once); see query_chunks(). 256: full-resolution input (1538 tokens) in 7 blocks,
+    # beat-synchronised (<= 146) in 2. XLA's temporaries of an ast_tiny full-resolution B=8 step
+    # 10.3 -> 2.6 GB (NOTES.md entry 11), of a beat-mel B=32 step 1,048 -> 858 MB (entry 18); at
+    # full resolution 7 blocks train 1.18x faster than 13 (entry 21)
+    query_chunk: int | None = 256
     # recompute each block's activations in the backward pass (nn.remat); measured to save
     # nothing with the chunked attention on XLA:CPU (NOTES.md entry 11), so off
     remat: bool = False
