@@ -82,6 +82,27 @@ def _variant_base(variant: str) -> str:
     return variant.partition("[")[0].partition("@")[0]
 
 
+def _ratio_row(records: list[dict], model: str, inp: str, b: int, path: str, jax_variants: tuple,
+               variant: str, target: float) -> list[str]:
+    """One goals row: the fastest of ``jax_variants`` at the point against ``torch/variant``
+    (paired train ratio), or why it was not measured."""
+    here = [r for r in records if (r["model"], r["input"], r["batch_size"]) == (model, inp, b)]
+    ok = [r for r in here if r.get("status") == "ok"]
+    torch_rec = next((r for r in ok if r["framework"] == "torch" and r["variant"] == variant), None)
+    pairs = {j["variant"]: _paired(torch_rec, j) for j in ok
+             if torch_rec and j["framework"] == "jax" and j["variant"] in jax_variants}
+    pairs = {k: v for k, v in pairs.items() if v is not None}
+    name = f"{model} {inp} B={b}"
+    if not pairs:
+        why = next((f"not measured ({r['framework']}/{r['variant']}: {r.get('reason')})" for r in here
+                    if r.get("status") != "ok" and (r["variant"] in jax_variants or r["variant"] == variant)),
+                   "not measured")
+        return [name, f"{path}: jax vs torch/{variant} train", f">= {target:g}x", why, "-"]
+    jv, (ratio, lo, hi) = max(pairs.items(), key=lambda kv: kv[1][0])
+    return [name, f"{path}: jax/{jv} vs torch/{variant} train", f">= {target:g}x",
+            f"{ratio:.2f}x ({_fmt(lo)}-{_fmt(hi)})", "yes" if ratio >= target else "**no**"]
+
+
 def goal_rows(records: list[dict], bf16: bool = True, epochs: list[dict] | None = None) -> list[list[str]]:
     """The goals table: one row per (point, path, figure); ``bf16``: whether the bfloat16 path counts."""
     ok = [r for r in records if r.get("status") == "ok"]
@@ -91,28 +112,11 @@ def goal_rows(records: list[dict], bf16: bool = True, epochs: list[dict] | None 
         return [r for r in ok if (r["model"], r["input"], r["batch_size"]) == (model, inp, b)]
 
     for model, inp, b, path, jax_variants, variant, target in RATIO_GOALS:
-        name = f"{model} {inp} B={b}"
         if path == "bfloat16" and not bf16:
-            rows.append([name, f"{path}: jax vs torch/{variant} train", f">= {target:g}x",
+            rows.append([f"{model} {inp} B={b}", f"{path}: jax vs torch/{variant} train", f">= {target:g}x",
                          "not counted: no BF16 on this processor", "-"])
             continue
-        here = point(model, inp, b)
-        torch_rec = next((r for r in here if r["framework"] == "torch" and r["variant"] == variant), None)
-        by_variant = {}
-        for j in here:
-            if torch_rec and j["framework"] == "jax" and j["variant"] in jax_variants:
-                pair = _paired(torch_rec, j)
-                if pair is not None:
-                    by_variant[j["variant"]] = pair
-        if not by_variant:
-            why = next((f"not measured ({r['framework']}/{r['variant']}: {r.get('reason')})" for r in records
-                        if (r["model"], r["input"], r["batch_size"]) == (model, inp, b) and r.get("status") != "ok"
-                        and (r["variant"] in jax_variants or r["variant"] == variant)), "not measured")
-            rows.append([name, f"{path}: jax vs torch/{variant} train", f">= {target:g}x", why, "-"])
-            continue
-        jv, (ratio, lo, hi) = max(by_variant.items(), key=lambda kv: kv[1][0])
-        rows.append([name, f"{path}: jax/{jv} vs torch/{variant} train", f">= {target:g}x",
-                     f"{ratio:.2f}x ({_fmt(lo)}-{_fmt(hi)})", "yes" if ratio >= target else "**no**"])
+        rows.append(_ratio_row(records, model, inp, b, path, jax_variants, variant, target))
     for model, inp, b in MEMORY_GOALS:
         here = point(model, inp, b)
         torch_rec = next((r for r in here if r["framework"] == "torch" and r["variant"] == "eager"
@@ -156,19 +160,8 @@ def gpu_goal_rows(records: list[dict], bf16_peak: dict | None) -> list[list[str]
     rows = []
     for model in GPU_MODELS:
         for inp in ("beat_mel", "full_mel"):
-            here = [r for r in ok if (r["model"], r["input"], r["batch_size"]) == (model, inp, 32)]
             for path, jax_variants, variant in (("float32", FLOAT32, "eager"), ("bfloat16", BFLOAT16, "eager_bf16")):
-                name, figure = f"{model} {inp} B=32", f"{path}: jax vs torch/{variant} train"
-                torch_rec = next((r for r in here if r["framework"] == "torch" and r["variant"] == variant), None)
-                pairs = {j["variant"]: _paired(torch_rec, j) for j in here
-                         if torch_rec and j["framework"] == "jax" and j["variant"] in jax_variants}
-                pairs = {k: v for k, v in pairs.items() if v is not None}
-                if not pairs:
-                    rows.append([name, figure, f">= {GPU_RATIO_GOAL:g}x", "not measured", "-"])
-                    continue
-                jv, (ratio, lo, hi) = max(pairs.items(), key=lambda kv: kv[1][0])
-                rows.append([name, f"{path}: jax/{jv} vs torch/{variant} train", f">= {GPU_RATIO_GOAL:g}x",
-                             f"{ratio:.2f}x ({_fmt(lo)}-{_fmt(hi)})", "yes" if ratio >= GPU_RATIO_GOAL else "**no**"])
+                rows.append(_ratio_row(records, model, inp, 32, path, jax_variants, variant, GPU_RATIO_GOAL))
     peak = (bf16_peak or {}).get("peak_flops")
     for model, target in GPU_BF16_MFU_GOAL.items():
         recs = [r for r in ok if r["model"] == model and r["framework"] == "jax" and r["variant"] in BFLOAT16

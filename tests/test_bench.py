@@ -234,7 +234,6 @@ def test_gpu_sweep_quick_runs_without_tensorflow_or_librosa(tmp_path):
     assert results["matmul_peak_bf16"]["dtype"] == "bfloat16" and results["matmul_peak_bf16"]["peak_flops"] > 0
 
 
-
 def test_accelerator_goals_table():
     """On an accelerator the goals are per model, input and numeric path at B=32 (paired median of
     torch step / JAX step over the rounds, fastest JAX variant of the path) and the bf16 AST's MFU
