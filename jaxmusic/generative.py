@@ -36,7 +36,7 @@ import optax
 from flax import struct
 
 from jaxmusic import checkpoint
-from jaxmusic.data import lab, tfrecords
+from jaxmusic.data import lab, records, tfrecords
 from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, eval_batches
 from jaxmusic.models import diffusion
 
@@ -378,26 +378,20 @@ def write_augmented_set(generator_dir: str | Path, ratio: float, out_root: str |
 
 
 def _split_lengths(set_dir: Path, pset: PreparedSet, split: str) -> np.ndarray:
-    import tensorflow as tf
-
-    spec = {"length": tfrecords.feature_spec(pset.kind)["length"]}
-    files = [str(set_dir / s["file"]) for s in pset.manifest["splits"][split]["shards"]]
-    ds = tf.data.TFRecordDataset(files).map(lambda x: tf.io.parse_single_example(x, spec)["length"])
-    return np.fromiter(ds.as_numpy_iterator(), np.int64)
+    files = [set_dir / s["file"] for s in pset.manifest["splits"][split]["shards"]]
+    return np.fromiter((ex["length"] for ex in records.read_examples(files)), np.int64)
 
 
 def _write_generated(out: Path, pset: PreparedSet, clips: np.ndarray, labels: np.ndarray, first: int,
                      count: int, manifest: dict) -> list[dict]:
     """Generated clips as ``count`` training shards numbered from ``first``; their manifest entries."""
-    import tensorflow as tf
-
     view = manifest["view"]
     lo, hi = lab.VIEWS[view]
     dtype = tfrecords.STORE_DTYPES[manifest["dtype"]]
     total = first + count
     names = [tfrecords.shard_name(pset.name, "train", first + i, total) for i in range(count)]
     per_shard = [0] * count
-    writers = [tf.io.TFRecordWriter(str(out / n)) for n in names]
+    writers = [records.RecordWriter(out / n) for n in names]
     try:
         seen: dict[int, int] = {}
         for i, (x, y) in enumerate(zip(clips, labels)):

@@ -1,2 +1,3 @@
-"""Data: the lab layout (lab), the sample generator (sample), TFRecord shards
-(tfrecords) and the tf.data input pipeline (pipeline)."""
+"""Data: the lab layout (lab), the sample generator (sample), TFRecord files and
+tf.train.Example records without TensorFlow (records), prepared shards (tfrecords)
+and the input pipeline (pipeline)."""

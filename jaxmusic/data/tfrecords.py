@@ -3,7 +3,8 @@
 Output folder ``OUT/<set name>/``:
 
 * ``<set>-<split>.tfrecord-<i:05d>-of-<n:05d>`` for split in train, validation,
-  test: ``tf.train.Example`` records with ``id``, ``features`` (raw
+  test: TFRecord files of ``tf.train.Example`` records (written and read without
+  TensorFlow by :mod:`jaxmusic.data.records`; map keys sorted) with ``id``, ``features`` (raw
   little-endian float16/float32 bytes, row-major ``(length, num_features)``),
   ``length``, ``num_features``, ``source`` and ``label`` + ``genre`` (genre sets)
   or ``targets`` (multitask sets; NaN where the lab gives no label);
@@ -36,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxmusic.data import lab
+from jaxmusic.data import lab, records
 
 FORMAT_VERSION = 1
 STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -153,29 +154,22 @@ def check_rows(rec: lab.Record, view: str, set_dir: Path | None = None) -> None:
 
 
 def encode_example(rec: lab.Record, kind: str, dtype: np.dtype, view: str) -> bytes:
-    import tensorflow as tf
-
+    """One clip as a serialised ``tf.train.Example`` (see the module docstring)."""
     check_rows(rec, view)
     lo, hi = lab.VIEWS[view]
     feats = np.ascontiguousarray(rec.features[:, lo:hi], dtype=np.dtype(dtype).newbyteorder("<"))
-    f = {
-        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rec.id.encode()])),
-        "features": tf.train.Feature(bytes_list=tf.train.BytesList(value=[feats.tobytes()])),
-        "length": tf.train.Feature(int64_list=tf.train.Int64List(value=[rec.length])),
-        "num_features": tf.train.Feature(int64_list=tf.train.Int64List(value=[hi - lo])),
-        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rec.source.encode()])),
-    }
+    f = {"id": rec.id, "features": feats.tobytes(), "length": rec.length, "num_features": hi - lo,
+         "source": rec.source}
     if kind == "genre":
-        f["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[rec.label]))
-        f["genre"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[rec.genre.encode()]))
+        f["label"] = rec.label
+        f["genre"] = rec.genre
     else:
-        targets = rec.targets if rec.targets is not None else np.full(3, np.nan, np.float32)
-        f["targets"] = tf.train.Feature(float_list=tf.train.FloatList(value=list(targets)))
-    return tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString()
+        f["targets"] = rec.targets if rec.targets is not None else np.full(len(lab.TARGETS), np.nan, np.float32)
+    return records.encode_example(f)
 
 
 def feature_spec(kind: str) -> dict:
-    """The tf.io parse spec of one stored example."""
+    """The tf.io parse spec of one stored example (for the tf.data pipeline)."""
     import tensorflow as tf
 
     spec = {
@@ -212,15 +206,13 @@ class PrepareOptions:
 def _write_split(out: Path, set_name: str, split: str, set_dir: Path,
                  entries: Sequence[lab.LabelEntry], kind: str, opts: PrepareOptions,
                  skipped: lab.SkipLog | None, bar) -> dict:
-    import tensorflow as tf
-
     n = max(1, min(opts.shards, len(entries)))
     names = [shard_name(set_name, split, i, n) for i in range(n)]
     counts = [0] * n
     lengths: list[int] = []
     per_class: dict[str, int] = {}
     classes = lab.class_map(set_dir).classes
-    writers = [tf.io.TFRecordWriter(str(out / (nm + ".tmp"))) for nm in names]
+    writers = [records.RecordWriter(out / (nm + ".tmp")) for nm in names]
     lo, hi = lab.VIEWS[opts.view]
     frames, col_sum, col_sq = 0, np.zeros(hi - lo), np.zeros(hi - lo)
     try:
