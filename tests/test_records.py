@@ -284,27 +284,72 @@ def test_read_examples_reads_shards_in_order_and_names_bad_payloads(prepared, tm
         list(records.read_examples([paths[0], bad]))
 
 
-def test_reads_a_prepared_shard_without_tensorflow(prepared):
-    """With tensorflow and tensorflow_datasets unimportable, every record of a prepared set
-    is read (CRCs checked) and parsed; the ids and features equal TensorFlow's reading."""
+def test_tfds_metadata_is_what_tfds_writes(prepared, tmp_path):
+    """write_tfds_metadata (no TensorFlow) against tfds.folder_dataset.write_metadata with the
+    features it describes (the former TensorFlow code, rebuilt here), for both kinds of set."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    for name in ("fma_genre_spectrograms", "multitask_dataset"):
+        set_dir = prepared / "out" / name
+        m = tfrecords.read_manifest(set_dir)
+        ref = tmp_path / name
+        ref.mkdir()
+        for path in _shards(set_dir):
+            os.symlink(path, ref / path.name)
+        feats = {"id": tfds.features.Text(), "features": tfds.features.Tensor(shape=(), dtype=tf.string),
+                 "length": tfds.features.Scalar(dtype=tf.int64),
+                 "num_features": tfds.features.Scalar(dtype=tf.int64), "source": tfds.features.Text()}
+        if m["kind"] == "genre":
+            feats["label"] = tfds.features.ClassLabel(names=m["classes"])
+            feats["genre"] = tfds.features.Text()
+        else:
+            feats["targets"] = tfds.features.Tensor(shape=(3,), dtype=tf.float32)
+        split_infos = [tfds.core.SplitInfo(name=split, shard_lengths=[s["count"] for s in info["shards"]],
+                                           num_bytes=sum(s["bytes"] for s in info["shards"]))
+                       for split, info in m["splits"].items()]
+        tfds.folder_dataset.write_metadata(
+            data_dir=str(ref), features=tfds.features.FeaturesDict(feats), split_infos=split_infos,
+            filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
+            description=f"jaxmusic prepared set {name}: features are raw {m['dtype']} bytes of shape "
+                        "(length, num_features).")
+        written = sorted(p.name for p in ref.iterdir() if not p.is_symlink())
+        assert written == sorted(["dataset_info.json", "features.json"]
+                                 + (["label.labels.txt"] if m["kind"] == "genre" else []))
+        for f in written:
+            assert (set_dir / f).read_bytes() == (ref / f).read_bytes(), f
+        builder = tfds.builder_from_directory(str(set_dir))
+        assert builder.info.splits["test"].num_examples == m["splits"]["test"]["count"]
+        ex = next(iter(tfds.as_numpy(builder.as_dataset(split="test"))))
+        assert set(ex) == set(feats)
+
+
+def test_prepare_and_read_without_tensorflow(prepared, tmp_path):
+    """With tensorflow and tensorflow_datasets unimportable, `prepare` writes the same shards
+    and metadata as in the test process, and every record is read back (CRCs checked) and
+    parsed: the ids, labels and features equal TensorFlow's reading of the shards."""
     set_dir = prepared / "out" / "fma_genre_spectrograms"
-    paths = _shards(set_dir)
     script = (
         "import sys\n"
         "sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None\n"
         "import hashlib, json, numpy as np\n"
-        "from jaxmusic.data import records\n"
+        "from jaxmusic.data import records, tfrecords\n"
+        f"m = tfrecords.prepare({str(prepared / 'data')!r}, 'fma_genre_spectrograms', {str(tmp_path)!r},\n"
+        "                      tfrecords.PrepareOptions(shards=2, dtype='float32', progress=False))\n"
+        f"paths = [{str(tmp_path)!r} + '/fma_genre_spectrograms/' + sh['file']\n"
+        "         for s in m['splits'].values() for sh in s['shards']]\n"
         "out = []\n"
-        f"for ex in records.read_examples({[str(p) for p in paths]!r}):\n"
+        "for ex in records.read_examples(paths):\n"
         "    x = np.frombuffer(ex['features'], '<f4').reshape(ex['length'], ex['num_features'])\n"
         "    out.append([ex['id'].decode(), ex['label'], hashlib.sha256(x.tobytes()).hexdigest()])\n"
         "assert not any(m.startswith('tensorflow') for m in sys.modules if sys.modules[m] is not None)\n"
         "print(json.dumps(out))\n")
     worktree = str(Path(records.__file__).resolve().parents[2])     # this checkout's jaxmusic first
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([worktree, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
+    paths = _shards(set_dir)
+    for f in [p.name for p in paths] + ["dataset_info.json", "features.json", "label.labels.txt"]:
+        assert (tmp_path / "fma_genre_spectrograms" / f).read_bytes() == (set_dir / f).read_bytes(), f
     expect = []
     for p in paths:
         for x in tf.data.TFRecordDataset(str(p)):

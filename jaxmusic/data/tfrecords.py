@@ -13,8 +13,9 @@ Output folder ``OUT/<set name>/``:
   items;
 * ``manifest.verified.json``: the stamp of the last full sha256 check (see
   :func:`verify_shards`);
-* ``dataset_info.json`` + ``features.json``: tfds metadata, so
-  ``tfds.builder_from_directory(OUT/<set>)`` loads the shards too.
+* ``dataset_info.json`` + ``features.json`` (+ ``label.labels.txt``): tfds
+  metadata, written without TensorFlow, so ``tfds.builder_from_directory(OUT/<set>)``
+  loads the shards too.
 
 The validation split is carved from train, seeded and stratified by class
 (genre) or by group (``train_groups.txt``: ``Id<TAB>Group``) so no group sits
@@ -324,33 +325,50 @@ def prepare(source: str | os.PathLike, set_name: str, out_dir: str | os.PathLike
     return manifest
 
 
-def write_tfds_metadata(out: Path, manifest: dict) -> None:
-    """Make the shards loadable with ``tfds.builder_from_directory``."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+_TFDS_FEATURES = "tensorflow_datasets.core.features."
 
-    feats = {
-        "id": tfds.features.Text(),
-        "features": tfds.features.Tensor(shape=(), dtype=tf.string),
-        "length": tfds.features.Scalar(dtype=tf.int64),
-        "num_features": tfds.features.Scalar(dtype=tf.int64),
-        "source": tfds.features.Text(),
-    }
+
+def _tfds_tensor(cls: str, dtype: str, shape: tuple[int, ...] = ()) -> dict:
+    return {"pythonClassName": _TFDS_FEATURES + cls,
+            "tensor": {"dtype": dtype, "encoding": "none",
+                       "shape": {"dimensions": [str(d) for d in shape]} if shape else {}}}
+
+
+def write_tfds_metadata(out: Path, manifest: dict) -> None:
+    """Make the shards loadable with ``tfds.builder_from_directory``.
+
+    Writes, without TensorFlow, what ``tfds.folder_dataset.write_metadata`` writes for
+    these features (tests/test_records.py compares the two): ``dataset_info.json``
+    (splits, shard lengths, bytes; version 1.0.0), ``features.json`` (``id``,
+    ``source``, ``genre``: Text; ``features``: a string Tensor; ``length``,
+    ``num_features``: int64 Scalars; ``label``: a ClassLabel; ``targets``: a float32
+    Tensor of shape (3,)) and, for a genre set, ``label.labels.txt``.
+    """
+    text = {"pythonClassName": _TFDS_FEATURES + "text_feature.Text", "text": {}}
+    feats = {"id": text, "features": _tfds_tensor("tensor_feature.Tensor", "string"),
+             "length": _tfds_tensor("scalar.Scalar", "int64"),
+             "num_features": _tfds_tensor("scalar.Scalar", "int64"), "source": text}
     if manifest["kind"] == "genre":
-        feats["label"] = tfds.features.ClassLabel(names=manifest["classes"])
-        feats["genre"] = tfds.features.Text()
+        feats["label"] = {"pythonClassName": _TFDS_FEATURES + "class_label_feature.ClassLabel",
+                          "classLabel": {"numClasses": str(len(manifest["classes"]))}}
+        feats["genre"] = text
+        (out / "label.labels.txt").write_text("".join(c + "\n" for c in manifest["classes"]))
     else:
-        feats["targets"] = tfds.features.Tensor(shape=(len(lab.TARGETS),), dtype=tf.float32)
-    split_infos = [
-        tfds.core.SplitInfo(name=split, shard_lengths=[s["count"] for s in info["shards"]],
-                            num_bytes=sum((out / s["file"]).stat().st_size for s in info["shards"]))
-        for split, info in manifest["splits"].items()]
-    tfds.folder_dataset.write_metadata(
-        data_dir=str(out), features=tfds.features.FeaturesDict(feats), split_infos=split_infos,
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-        check_data=False,
-        description=(f"jaxmusic prepared set {manifest['set']}: features are raw "
-                     f"{manifest['dtype']} bytes of shape (length, num_features)."))
+        feats["targets"] = _tfds_tensor("tensor_feature.Tensor", "float32", (len(lab.TARGETS),))
+    features = {"featuresDict": {"features": feats}, "pythonClassName": _TFDS_FEATURES + "features_dict.FeaturesDict"}
+    info = {
+        "description": (f"jaxmusic prepared set {manifest['set']}: features are raw "
+                        f"{manifest['dtype']} bytes of shape (length, num_features)."),
+        "fileFormat": "tfrecord",
+        "name": manifest["set"],
+        "splits": [{"filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", "name": split,
+                    "numBytes": str(sum((out / s["file"]).stat().st_size for s in split_info["shards"])),
+                    "shardLengths": [str(s["count"]) for s in split_info["shards"]]}
+                   for split, split_info in manifest["splits"].items()],
+        "version": "1.0.0",
+    }
+    (out / "features.json").write_text(json.dumps(features, indent=4, sort_keys=True))
+    (out / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True))
 
 
 def read_manifest(prepared_set_dir: str | os.PathLike) -> dict:
