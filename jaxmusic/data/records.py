@@ -48,6 +48,7 @@ from google.protobuf import message_factory
 from jaxmusic.data import lab
 
 _HEADER = struct.Struct("<QI")      # length, masked crc32c of the length
+_LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _MASK_DELTA = 0xA282EAD8
 
@@ -72,12 +73,11 @@ class RecordWriter:
     """Writes records to ``path`` (a new file) with TFRecord framing; a context manager."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = path
         self._file = open(path, "wb")
 
     def write(self, payload: bytes) -> None:
-        length = _HEADER.pack(len(payload), 0)[:8]
-        self._file.write(_HEADER.pack(len(payload), masked_crc32c(length)))
+        length = _LENGTH.pack(len(payload))
+        self._file.write(length + _CRC.pack(masked_crc32c(length)))
         self._file.write(payload)
         self._file.write(_CRC.pack(masked_crc32c(payload)))
 
