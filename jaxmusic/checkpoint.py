@@ -46,7 +46,10 @@ class Checkpointer:
         policy = policies.AnyPreservationPolicy([
             policies.LatestN(n=max(1, keep)),
             # BestN keeps the top of an ascending sort of _rank: the best value, earliest on ties.
-            policies.BestN(get_metric_fn=lambda m: _rank(m, mode), n=1),
+            # Checkpoints saved inside an epoch (train.checkpoint_every) carry no metric: only
+            # LatestN keeps them.
+            policies.BestN(get_metric_fn=lambda m: _rank(m, mode), n=1,
+                           keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
         self.manager = ocp.CheckpointManager(directory, options=options)
@@ -54,11 +57,13 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state, meta: dict, metric: float) -> None:
+    def save(self, state, meta: dict, metric: float | None) -> None:
+        """Save at the state's step; ``metric`` None: a checkpoint inside an epoch, never
+        the best."""
         step = int(state.step)
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics={"value": float(metric), "step": step})
+            metrics=None if metric is None else {"value": float(metric), "step": step})
 
     def restore(self, abstract_state, step: int | None = None):
         step = self.manager.latest_step() if step is None else step

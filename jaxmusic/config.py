@@ -38,10 +38,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_length = 0          # frames; 0 = the prepared set's longest clip
     c.data.eval_sets = ()          # extra prepared sets to test on ((): the twin full/beat set)
     c.data.normalize = True        # standardise features with the train split's mean/std
-    c.data.cache = "auto"          # training split decoded into memory once and indexed each epoch:
-                                   # true | false | "auto" (when it takes <= 25% of free memory);
-                                   # the batches are the same either way
-    c.data.shuffle_buffer = 1024
+    c.data.placement = "auto"      # where the training split lives (jaxmusic.data.pipeline):
+                                   # device (the step gathers its batch by index) | host (numpy
+                                   # gathers, two batches in flight) | stream (record by record
+                                   # through Grain, for sets larger than memory) | "auto" (device
+                                   # if it takes <= 25% of a device's free memory, else host if
+                                   # <= 25% of free host memory, else stream); same batches either way
     c.data.bucket_boundaries = ()  # optional length buckets for training
     c.data.verify = "auto"         # shard checks when a prepared set is opened: "auto" = byte sizes
                                    # every time + sha256 on the first open after the shards changed
@@ -82,6 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.overfit_batches = 0    # lab's overfit_batch: train on K batches only
     c.train.log_every = 20         # steps between host syncs for logging
     c.train.keep_checkpoints = 2   # latest N (the best one is kept too)
+    c.train.checkpoint_every = 0   # steps between checkpoints inside an epoch (0: at epoch ends only);
+                                   # --resume goes on from the step it reached
     c.train.dtype = "float32"      # compute dtype: float32 | bfloat16
     c.train.grad_accum_steps = 1
     c.train.steps_per_dispatch = 1  # K > 1: K batches stacked, run by lax.scan in one jitted call

@@ -12,6 +12,8 @@ multi-host cluster (after :func:`init_distributed`).
 from __future__ import annotations
 
 import os
+import queue
+import threading
 
 import jax
 import numpy as np
@@ -75,6 +77,15 @@ def local_batch_size(global_batch: int) -> int:
     return global_batch // n_proc
 
 
+def device_free_memory() -> int | None:
+    """Free bytes on this process's first device (None where the backend does not say,
+    as on a CPU, whose arrays live in host memory)."""
+    stats = jax.local_devices()[0].memory_stats()
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
 def to_global(batch: dict, mesh: Mesh, stacked: bool = False) -> dict:
     """Process-local numpy batch -> global arrays sharded on the data axis
     (``stacked``: ``[K, B, ...]`` batches, split along their second axis)."""
@@ -111,3 +122,71 @@ def gather_host_strings(ids: np.ndarray, width: int = 128) -> np.ndarray:
         buf[i, : len(b)] = np.frombuffer(b, np.uint8)
     allbuf = gather_host(buf)
     return np.asarray([bytes(row).rstrip(b"\0") for row in allbuf], dtype=object)
+
+
+# --- input on the devices -----------------------------------------------------------------------
+
+def put_resident(arrays: dict, mesh: Mesh, rows: int) -> dict:
+    """A process's decoded split (numpy ``[n, ...]`` arrays) resident on the devices: every
+    local device holds the whole process-local split, padded to ``rows`` (the most any
+    process holds), as one block of a global ``[devices * rows, ...]`` array sharded on
+    ``data``. :func:`gather_resident` then gathers each device's part of a batch from its
+    own block, without communication."""
+    sharding = batch_sharding(mesh)
+    out = {}
+    for k, v in arrays.items():
+        if v.dtype == object:
+            continue
+        block = np.zeros((rows,) + v.shape[1:], v.dtype)
+        block[: len(v)] = v
+        shape = (len(mesh.devices.flat) * rows,) + v.shape[1:]
+        out[k] = jax.make_array_from_single_device_arrays(
+            shape, sharding, [jax.device_put(block, d) for d in mesh.local_devices])
+    return out
+
+
+def gather_resident(resident: dict, rows: jax.Array, mesh: Mesh) -> dict:
+    """Inside a jitted step: the batch whose rows are ``rows`` (``[B]`` int32 sharded on
+    ``data``, each device's part indexing its own process's split) of a split placed by
+    :func:`put_resident`, sharded on ``data`` like a batch from the host."""
+    spec = P(DATA_AXIS)
+
+    def local(block: dict, idx):
+        return {k: v[idx] for k, v in block.items()}
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec)(resident, rows)
+
+
+def prefetch_to_devices(batches, mesh: Mesh, size: int = 2):
+    """``(n, global batch, stacked)`` for each ``(n, numpy batch, stacked)`` of ``batches``,
+    with up to ``size`` batches gathered and transferred ahead by a background thread."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def work():
+        try:
+            for n, batch, stacked in batches:
+                if stop.is_set():
+                    return
+                q.put((n, to_global(batch, mesh, stacked=stacked), stacked))
+        except BaseException as e:  # re-raised in the consumer
+            failure.append(e)
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True, name="jaxmusic-prefetch")
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        stop.set()
+        while thread.is_alive():   # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)

@@ -265,22 +265,42 @@ def eval_step_fn(run: Run) -> Callable:
     return eval_step
 
 
+def resident_steps(train_step: Callable, mesh, steps_per_dispatch: int = 1) -> Callable:
+    """``step(state, split, rows) -> (state, metrics)`` for a training split resident on
+    the devices (:func:`jaxmusic.parallel.put_resident`): each step gathers its batch,
+    ``split[rows]``, inside the call. With ``steps_per_dispatch = K > 1``, ``rows`` is
+    ``[K, B]`` and the K steps run in one ``lax.scan``."""
+
+    def one(state, split, rows):
+        return train_step(state, parallel.gather_resident(split, rows, mesh))
+
+    if steps_per_dispatch == 1:
+        return one
+    return lambda state, split, rows: jax.lax.scan(lambda s, r: one(s, split, r), state, rows)
+
+
 def compile_steps(run: Run, mesh, *, freeze_backbone: bool = False, steps_per_dispatch: int = 1,
-                  compiler_options: dict | None = None):
+                  compiler_options: dict | None = None, resident: bool = False):
     """``(train_step, eval_step)`` jitted over ``mesh``: the batch split along ``data``,
     state replicated and donated. With ``steps_per_dispatch = K > 1`` the train step
-    takes K stacked batches ``[K, B, ...]`` (see :func:`scan_steps`). ``compiler_options``:
-    XLA options of both steps (default: :func:`jaxmusic.xla.step_compiler_options` of the
-    backend; ``{}`` for XLA's own defaults)."""
+    takes K stacked batches ``[K, B, ...]`` (see :func:`scan_steps`). With ``resident``
+    the train step is ``(state, split, rows)`` over a split on the devices
+    (:func:`resident_steps`). ``compiler_options``: XLA options of both steps (default:
+    :func:`jaxmusic.xla.step_compiler_options` of the backend; ``{}`` for XLA's own
+    defaults)."""
     if compiler_options is None:
         compiler_options = xla.step_compiler_options(jax.default_backend())
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     train = train_step_fn(run, freeze_backbone)
-    batch_sharding = data
-    if steps_per_dispatch > 1:
-        train = scan_steps(train)
-        batch_sharding = parallel.stacked_batch_sharding(mesh)
-    train_jit = jax.jit(train, in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
+    batch_sharding = data if steps_per_dispatch == 1 else parallel.stacked_batch_sharding(mesh)
+    if resident:
+        train = resident_steps(train, mesh, steps_per_dispatch)
+        in_shardings = (repl, data, batch_sharding)
+    else:
+        if steps_per_dispatch > 1:
+            train = scan_steps(train)
+        in_shardings = (repl, batch_sharding)
+    train_jit = jax.jit(train, in_shardings=in_shardings, out_shardings=(repl, repl),
                         donate_argnums=0, compiler_options=compiler_options)
     eval_jit = jax.jit(eval_step_fn(run), in_shardings=(repl, data),
                        out_shardings={"output": data, "latent": data, "loss": repl},

@@ -1,4 +1,5 @@
-"""`jaxmusic prepare` and the tf.data pipeline: round trips, splits, shards, batches."""
+"""`jaxmusic prepare` and the input pipeline: round trips, splits, shards, batches
+(the epoch order and the placements: tests/test_input.py)."""
 
 from __future__ import annotations
 
@@ -146,95 +147,6 @@ def test_train_batches_fixed_shape_and_seeded(prepared):
         assert (x["lengths"] <= 50).all()
         for row, n in enumerate(x["lengths"]):
             assert not x["features"][row, n:].any()
-
-
-def test_cached_train_batches_hold_the_streamed_clips(prepared):
-    """data.cache: the same decoded, standardised, padded clips as streaming, each at most once
-    per epoch, in an order keyed by (seed, epoch) only."""
-    root, *_ = prepared
-    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
-    stream = pipeline.PipelineConfig(batch_size=8, max_length=50, view="fused", seed=3)
-    cached = pipeline.PipelineConfig(batch_size=8, max_length=50, view="fused", seed=3, cache=True)
-
-    def rows(batches):
-        out = {}
-        for b in batches:
-            assert b["features"].shape == (8, 50, 140) and b["mask"].all()
-            for f, n, y in zip(b["features"], b["lengths"], b["label"]):
-                key = f.tobytes()
-                assert key not in out  # at most once per epoch
-                out[key] = (int(n), int(y))
-        return out
-
-    every = _eval_all(pset, "train", stream)
-    reference = {f.tobytes(): (int(n), int(y)) for f, n, y, m in
-                 zip(every["features"], every["lengths"], every["label"], every["mask"]) if m}
-    assert len(reference) == pset.count("train")
-    epoch0 = list(pipeline.train_batches(pset, "train", cached, epoch=0))
-    assert len(epoch0) == pset.count("train") // 8
-    got = rows(epoch0)
-    assert set(got) <= set(reference) and all(got[k] == reference[k] for k in got)
-    streamed = rows(pipeline.train_batches(pset, "train", stream, epoch=0))
-    assert set(streamed) <= set(reference)
-    again = list(pipeline.train_batches(pset, "train", cached, epoch=0))
-    other = list(pipeline.train_batches(pset, "train", cached, epoch=1))
-    for x, y in zip(epoch0, again):
-        np.testing.assert_array_equal(x["features"], y["features"])
-    assert any((x["label"] != z["label"]).any() for x, z in zip(epoch0, other))
-
-
-@pytest.mark.parametrize("process_index,process_count", [(0, 1), (1, 2)])
-def test_batch_order_is_the_same_cached_or_streamed(prepared, process_index, process_count):
-    """Defect 4: data.cache ("auto" decides by free memory) must not change a run. For one
-    seed, the in-memory and the streaming path give the same batches, in the same order
-    within each batch, epoch after epoch and for any input stream; another seed (or
-    epoch) gives another order. A shuffle buffer smaller than the split makes the
-    streaming order only partly random, and the cached order must follow it exactly."""
-    root, *_ = prepared
-    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
-
-    def epochs(seed, cache):
-        cfg = pipeline.PipelineConfig(batch_size=6, max_length=50, view="fused", seed=seed,
-                                      cache=cache, shuffle_buffer=16)
-        return [list(pipeline.train_batches(pset, "train", cfg, epoch=e, process_index=process_index,
-                                            process_count=process_count)) for e in range(2)]
-
-    streamed, cached = epochs(5, False), epochs(5, True)
-    for s_epoch, c_epoch in zip(streamed, cached):
-        assert len(s_epoch) == len(c_epoch) == pset.train_steps("train", 6, process_count) > 0
-        for s, c in zip(s_epoch, c_epoch):
-            assert set(s) == set(c) == {"features", "lengths", "mask", "label"}
-            for k in s:
-                np.testing.assert_array_equal(s[k], c[k], err_msg=k)
-
-    def order(batches):
-        return np.concatenate([b["features"][:, 0, 0] for b in batches])
-
-    assert not np.array_equal(order(cached[0]), order(cached[1]))        # epochs differ
-    assert not np.array_equal(order(cached[0]), order(epochs(6, True)[0]))  # seeds differ
-
-
-def test_cache_auto_decides_from_the_decoded_size(prepared, monkeypatch):
-    """data.cache="auto": in memory when the decoded split fits in a quarter of the free memory
-    (the estimate is the cached arrays' real size), streaming otherwise or with length buckets;
-    two input streams in one process keep both of their caches."""
-    root, *_ = prepared
-    pset = pipeline.PreparedSet.open(root / "out" / "fma_genre_spectrograms")
-    cfg = pipeline.PipelineConfig(batch_size=4, max_length=50, view="fused", cache=True)
-    halves = [pipeline._cached_split(pset, "train", cfg, i, 2) for i in range(2)]
-    assert len(pipeline._CACHE) == 2 and pipeline._cached_split(pset, "train", cfg, 0, 2) is halves[0]
-    need = pipeline.cached_split_bytes(pset, "train", "fused", 50)
-    assert need == sum(h["features"].nbytes for h in halves)
-    monkeypatch.setattr(pipeline, "_available_memory", lambda: 4 * need)
-    assert pipeline.resolve_cache("auto", pset, "train", "fused", 50)[0] is True
-    assert pipeline.resolve_cache("auto", pset, "train", "fused", 50, bucketed=True)[0] is False
-    monkeypatch.setattr(pipeline, "_available_memory", lambda: 4 * need - 1)
-    cache, why = pipeline.resolve_cache("auto", pset, "train", "fused", 50)
-    assert cache is False and "streaming" in why
-    assert pipeline.resolve_cache("auto", pset, "train", "fused", 50, share=0.5)[0] is True
-    assert pipeline.resolve_cache("False", pset, "train", "fused", 50) == (False, "streaming")
-    with pytest.raises(ValueError, match="data.cache must be"):
-        pipeline.resolve_cache("sometimes", pset, "train", "fused", 50)
 
 
 def test_tfds_can_load_the_shards(prepared):

@@ -169,25 +169,6 @@ def encode_example(rec: lab.Record, kind: str, dtype: np.dtype, view: str) -> by
     return records.encode_example(f)
 
 
-def feature_spec(kind: str) -> dict:
-    """The tf.io parse spec of one stored example (for the tf.data pipeline)."""
-    import tensorflow as tf
-
-    spec = {
-        "id": tf.io.FixedLenFeature([], tf.string),
-        "features": tf.io.FixedLenFeature([], tf.string),
-        "length": tf.io.FixedLenFeature([], tf.int64),
-        "num_features": tf.io.FixedLenFeature([], tf.int64),
-        "source": tf.io.FixedLenFeature([], tf.string),
-    }
-    if kind == "genre":
-        spec["label"] = tf.io.FixedLenFeature([], tf.int64)
-        spec["genre"] = tf.io.FixedLenFeature([], tf.string)
-    else:
-        spec["targets"] = tf.io.FixedLenFeature([len(lab.TARGETS)], tf.float32)
-    return spec
-
-
 # --- writing ------------------------------------------------------------------------
 
 @dataclasses.dataclass
