@@ -4,10 +4,13 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed$(if $(GPU),-gpu)
 DATA   ?= data
 PREP   ?= prepared
 RUNS   ?= runs/demo
+# Everything on a CPU machine; `make setup GPU=1` on an NVIDIA GPU machine adds JAX's CUDA build.
+comma  := ,
+EXTRAS := test,bench,viz,baselines,serve,stream,tf$(if $(GPU),$(comma)cuda)
 SETS   := fma_genre_spectrograms fma_genre_spectrograms_beat multitask_dataset multitask_dataset_beat
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -19,7 +22,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench,viz,baselines,serve]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	$(PY) -m pip install --quiet --no-deps musicnn==0.1.0   # the .[pretrained] extra, without its TF1-era deps
 	$(PY) -c 'from jaxmusic import workers; workers.compile_librosa_kernels()'   # numba's cache, written once
 	touch $(STAMP)

@@ -131,7 +131,11 @@ _BN_STATS = {"mean": "moving_mean", "var": "moving_variance"}
 
 def load_checkpoint_arrays(name: str) -> dict[str, np.ndarray]:
     """Every model variable of checkpoint ``name`` (optimiser slots and counters left out)."""
-    import tensorflow as tf  # the checkpoint reader; TensorFlow is a core dependency
+    try:
+        import tensorflow as tf  # the checkpoint reader (the `tf` extra)
+    except ImportError as e:
+        raise ImportError(f"reading the musicnn checkpoints needs TensorFlow's checkpoint reader ({e}): "
+                          "pip install 'jaxmusic[tf]'") from None
 
     # tf.train.load_checkpoint would take the prefix (a folder path ending in "/") for a
     # folder and follow its `checkpoint` file, which names the author's machine; the
