@@ -1,11 +1,10 @@
 """An end-to-end training epoch: the input pipeline plus the train step.
 
-* jaxmusic: the prepared TFRecords through ``jaxmusic.data.pipeline.train_batches``
-  (tf.data: shuffle, decode, view slice, pad, batch, prefetch; or, as training does
-  by default when the split fits in memory, decoded once in the first epoch and
-  indexed afterwards) into ``jaxmusic train``'s own step (``runs.build_run`` of the
-  library's config, ``steps.init_state``, ``steps.compile_steps``; with
-  ``steps_per_dispatch = K`` K batches stacked per call, as the train loop does).
+* jaxmusic: ``jaxmusic train``'s own input and step (:class:`jaxmusic.train.TrainInput`:
+  the prepared TFRecords decoded once and placed as ``data.placement`` says, on the
+  device by default where they fit, each step gathering its batch by index; the
+  library's config, ``steps.init_state``; with ``steps_per_dispatch = K`` K batches per
+  call, as the train loop does). Reading and placing the split is its ``load_s``.
 * PyTorch: the course helper's way. The dataset reads every ``.npy.gz`` feature
   file up front (gunzip, ``np.load``, transpose to ``(T, F)``, keep the view), pads
   each clip to the longest one in ``__getitem__``; a ``DataLoader``
@@ -25,6 +24,7 @@ import gzip
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from benchmarks import variants
@@ -79,15 +79,17 @@ class CourseSpectrogramDataset:
 
 def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str, model_key: str,
                model_cfg: dict, view: str, batch_size: int, epochs: int = 2,
-               steps_per_dispatch: int = 1) -> list[dict]:
-    """Records for ``jax`` and ``torch``: samples/s per epoch, load and compile times."""
+               steps_per_dispatch: int = 1, placement: str = "auto") -> list[dict]:
+    """Records for ``jax`` and ``torch``: samples/s per epoch, load and compile times.
+    ``placement``: where the training split lives (``data.placement``; "auto" as training)."""
     import ml_collections
     import torch
     import torch.nn.functional as F
 
     from jaxmusic import config as jconfig, parallel, runs, steps as jsteps
     from jaxmusic.data import lab
-    from jaxmusic.data.pipeline import PreparedSet, resolve_cache, train_batches
+    from jaxmusic.data.pipeline import PreparedSet
+    from jaxmusic.train import TrainInput
 
     pset = PreparedSet.open(Path(prepared_root) / set_name)
     max_length = pset.max_length()
@@ -99,44 +101,33 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
               "clips": steps * batch_size, "epochs": epochs}
     k = max(1, int(steps_per_dispatch))
 
-    # jaxmusic: the library's run, state and compiled step (what `jaxmusic train` builds)
+    # jaxmusic: the library's run, state, input and compiled steps (what `jaxmusic train` builds)
     cfg = jconfig.lab_config(set_name, view, ml_collections.ConfigDict(dict(model_cfg)))
     cfg.data.prepared = str(prepared_root)
+    cfg.data.placement = placement
     cfg.train.batch_size = batch_size
     cfg.train.steps_per_dispatch = k
     run = runs.build_run(cfg, pset)
     mesh = parallel.make_mesh()  # every device of the process (one per core with --host-devices)
-    state = jsteps.init_state(run, mesh, steps)
-    single, _ = jsteps.compile_steps(run, mesh)
-    multi = jsteps.compile_steps(run, mesh, steps_per_dispatch=k)[0] if k > 1 else None
-    cache, cache_why = resolve_cache("auto", pset, "train", view, max_length)
-    pcfg = run.pipeline_config(batch_size, seed=cfg.train.seed, cache=cache)
-    x0 = {"features": np.zeros((batch_size, max_length, num_features), np.float32),
-          "lengths": np.full((batch_size,), max_length, np.int32),
-          "label": np.zeros((batch_size,), np.int32), "mask": np.ones((batch_size,), bool)}
     t0 = time.perf_counter()
-    single = single.lower(state, parallel.to_global(x0, mesh)).compile()
-    if multi is not None:
-        stacked0 = parallel.to_global({key: np.stack([v] * k) for key, v in x0.items()}, mesh, stacked=True)
-        multi = multi.lower(state, stacked0).compile()
+    inp = TrainInput(cfg, run, mesh)   # reads and places the split (the course side's load_s)
+    place_s = time.perf_counter() - t0
+    state = jsteps.init_state(run, mesh, steps)
+    # warm-up (compilation): one dispatch of each kind the epochs use, from a copy of the state
+    t0 = time.perf_counter()
+    warm, kinds = jax.tree.map(lambda x: x.copy(), state), set()
+    for _, batch, stacked in inp.dispatches(0):
+        if stacked not in kinds:
+            kinds.add(stacked)
+            warm, metrics = inp.step(warm, batch, stacked)
+    jax.block_until_ready(warm)
     compile_s = time.perf_counter() - t0
 
     def jax_epoch(epoch: int) -> float:
         nonlocal state
         t0 = time.perf_counter()
-        metrics, group = None, []
-        for batch in train_batches(pset, "train", pcfg, epoch=epoch, steps=steps):
-            batch = {key: batch[key] for key in x0}
-            if multi is None:
-                state, metrics = single(state, parallel.to_global(batch, mesh))
-                continue
-            group.append(batch)
-            if len(group) == k:
-                stacked = {key: np.stack([b[key] for b in group]) for key in x0}
-                state, metrics = multi(state, parallel.to_global(stacked, mesh, stacked=True))
-                group = []
-        for batch in group:
-            state, metrics = single(state, parallel.to_global(batch, mesh))
+        for _, batch, stacked in inp.dispatches(epoch):
+            state, metrics = inp.step(state, batch, stacked)
         metrics["loss"].block_until_ready()
         return time.perf_counter() - t0
 
@@ -177,8 +168,8 @@ def run_epochs(source_root: str | Path, prepared_root: str | Path, set_name: str
     ratios = [t / j for j, t in zip(jax_s[1:] or jax_s, torch_s[1:] or torch_s)]
     paired = {"jax_speedup": float(np.median(ratios)), "jax_speedup_min": min(ratios),
               "jax_speedup_max": max(ratios)}
-    name = "tf.data+jit" + (f"[spd={k}]" if k > 1 else "")
-    return [_record(common, "jax", name, jax_s, load_s=None, compile_s=compile_s, data_cache=cache_why,
+    name = f"{inp.placement}+jit" + (f"[spd={k}]" if k > 1 else "")
+    return [_record(common, "jax", name, jax_s, load_s=place_s, compile_s=compile_s, placement=inp.why,
                     devices=mesh.size, steps_per_dispatch=k, **paired),
             _record(common, "torch", "DataLoader+eager", torch_s, load_s=load_s, compile_s=None,
                     clips_loaded=len(dataset))]

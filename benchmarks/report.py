@@ -282,7 +282,7 @@ def epoch_table(epochs: list[dict]) -> str:
     if not epochs:
         return "Not run in this sweep (`--epoch`)."
     rows = [[r["model"], r["input"], r["batch_size"],
-             _label(r) + (f" ({r['data_cache']})" if r.get("data_cache") else "")
+             _label(r) + (f" ({r['placement']})" if r.get("placement") else "")
              + (f" on {r['devices']} devices" if (r.get("devices") or 1) > 1 else ""), r["clips"],
              _range(r, "train_samples_per_s"), _fmt(r.get("first_epoch_samples_per_s")),
              _fmt(r.get("load_s")), _fmt(r.get("compile_s")),

@@ -109,11 +109,12 @@ def skip_reason(variant: str) -> str | None:
 
 def measure(workload: variants.Workload, variant: str, steps: int = DEFAULT_STEPS,
             keep_dir: str | Path | None = None, budget_s: float | None = None,
-            step_s: float | None = None) -> dict:
+            step_s: float | None = None, prepared: str | Path | None = None) -> dict:
     """``train_loop_*`` fields for a JAX variant's record: the loop's samples/s of its second
     epoch and what it ran on. ``keep_dir``: keep the set and the run directory there (else a
     temporary folder, removed). ``budget_s`` with the variant's ``step_s``: skip when the loop's
-    epochs alone would take longer."""
+    epochs alone would take longer. ``prepared``: a set :func:`write_set` wrote before, of the
+    workload's input shape, to train on instead (its clips // batch steps per epoch)."""
     import jax
 
     from benchmarks import machine
@@ -124,6 +125,10 @@ def measure(workload: variants.Workload, variant: str, steps: int = DEFAULT_STEP
     if why:
         return {"train_loop_skipped": why}
     n_steps = steps_per_epoch(spd, steps)
+    if prepared is not None:
+        from jaxmusic.data.pipeline import PreparedSet
+
+        n_steps = PreparedSet.open(Path(prepared) / SET_NAME).count("train") // workload.batch_size
     clips = n_steps * workload.batch_size
     set_bytes = clips * workload.input.steps * workload.input.features * 4
     avail = machine.meminfo("MemAvailable")  # the set is decoded into host memory
@@ -137,7 +142,8 @@ def measure(workload: variants.Workload, variant: str, steps: int = DEFAULT_STEP
     root.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        prepared = write_set(workload, clips, root)
+        if prepared is None:
+            prepared = write_set(workload, clips, root)
         write_s = time.perf_counter() - t0
         cfg = variants.benchmark_config(workload, "bfloat16" if base.startswith("jit_bf16") else "float32",
                                         model_args)
@@ -165,7 +171,7 @@ def measure(workload: variants.Workload, variant: str, steps: int = DEFAULT_STEP
                "train_loop_steps": [int(h["step"]) for h in history],
                "train_loop_steps_per_epoch": n_steps, "train_loop_clips": clips,
                "train_loop_devices": jax.device_count(), "train_loop_steps_per_dispatch": spd,
-               "train_loop_data_cache": run.record.get("trained_on", {}).get("data_cache"),
+               "train_loop_placement": run.record.get("trained_on", {}).get("placement_why"),
                "train_loop_write_s": write_s, "train_loop_run_s": run_s}
         if keep_dir:
             rec["train_loop_workdir"] = str(workdir)

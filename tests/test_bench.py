@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ pytest.importorskip("torch")
 from benchmarks import run as bench  # noqa: E402
 from jaxmusic.data import tfrecords  # noqa: E402
 from tests.conftest import write_genre_set  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -84,7 +89,7 @@ def test_quick_benchmark(tmp_path):
             assert value > 0, (r["model"], r["framework"], r["variant"], name, value)
 
     epochs = results["epoch"]
-    assert {(r["framework"], r["variant"]) for r in epochs} == {("jax", "tf.data+jit"), ("torch", "DataLoader+eager")}
+    assert {(r["framework"], r["variant"]) for r in epochs} == {("jax", "device+jit"), ("torch", "DataLoader+eager")}
     for r in epochs:
         assert not [f for f in EPOCH_FIELDS if f not in r]
         assert len(r["epoch_s"]) == 2 and r["clips"] == r["steps_per_epoch"] * 4
@@ -281,7 +286,7 @@ def test_benchmark_step_is_the_train_loops_step(tiny_prepared, tmp_path):
     from benchmarks import variants as V
     from jaxmusic import checkpoint, runs, steps
     from jaxmusic.config import load_config
-    from jaxmusic.data.pipeline import resolve_cache, train_batches
+    from jaxmusic.data.pipeline import train_batches
     from jaxmusic.train import train
 
     cfg = load_config("configs/tiny/cnn.py", [f"--config.data.prepared={tiny_prepared}", "--config.train.epochs=1",
@@ -292,9 +297,7 @@ def test_benchmark_step_is_the_train_loops_step(tiny_prepared, tmp_path):
 
     # the loop's batch (overfit mode: the first batch of epoch 0), rebuilt as train.py reads it
     run = runs.build_run(cfg)
-    cache, _ = resolve_cache(cfg.data.cache, run.pset, "train", cfg.data.view, run.max_length)
-    pcfg = run.pipeline_config(cfg.train.batch_size, seed=cfg.train.seed, cache=cache,
-                               shuffle_buffer=cfg.data.shuffle_buffer, bucket_boundaries=())
+    pcfg = run.pipeline_config(cfg.train.batch_size, seed=cfg.train.seed)
     batch = next(iter(train_batches(run.pset, "train", pcfg, epoch=0, process_index=0, process_count=1,
                                     steps=1)))
 
@@ -437,3 +440,25 @@ def test_every_variant_of_a_point_gets_the_largest_model_flop_count():
     assert "flops_train_own" not in recs[1] and "flops_train_own" not in recs[2]
     bench.set_mfu(recs[0], 1e15)
     assert recs[0]["mfu"] == pytest.approx(3.8e11 / 0.016 / 1e15)
+
+
+def test_gpu_train_script_runs_without_tensorflow_librosa_or_torch(tmp_path):
+    """benchmarks/gpu_train.sh --quick on the CPU, where importing tensorflow, tensorflow_datasets,
+    librosa or torch raises (the accelerator machine has none of them): the loop trains on the
+    set the script wrote, and the table's ratio is the stored rates' ratio."""
+    blocked = tmp_path / "blocked"
+    for name in ("tensorflow", "tensorflow_datasets", "librosa", "torch"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(blocked), PYTHON=sys.executable)
+    p = subprocess.run(["bash", "benchmarks/gpu_train.sh", str(out), "--quick", "--points", "cnn:8",
+                        "--clips", "40"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    results = json.loads((out / "results.json").read_text())
+    (rec,) = results["records"]
+    assert rec["train_loop_clips"] == 40 and rec["train_loop_steps_per_epoch"] == 5
+    assert rec["train_loop_placement"].startswith("auto: device")
+    assert rec["loop_over_step"] == pytest.approx(rec["train_loop_samples_per_s"] / rec["step_samples_per_s"])
+    md = (out / "RESULTS.md").read_text()
+    assert f"| cnn | beat_mel | 8 | float32 | " in md and f"{rec['loop_over_step']:.2f}" in md
