@@ -90,7 +90,7 @@ def main(argv=None) -> int:
                 print(f"reference request failed ({status}): {out}", file=sys.stderr)
                 return 1
             reference[path.name] = out
-        _, stats_before = request_json(f"{server.url}/api/stats")
+        stats_before = request_json(f"{server.url}/api/stats")[1]["batchers"]
 
         barrier = threading.Barrier(args.requests + 1)
         results: list[tuple[int, dict, float, str] | None] = [None] * args.requests
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.perf_counter()))
         wall = time.perf_counter() - start
-        _, stats_after = request_json(f"{server.url}/api/stats")
+        stats_after = request_json(f"{server.url}/api/stats")[1]["batchers"]
 
     answered = [r for r in results if r is not None]
     wrong = [r for r in answered if r[0] != 200 or not same_answer(r[1], reference[r[3]])]

@@ -13,7 +13,8 @@ Routes:
   object (``file``, ``genres``, ``emotion``) plus ``model``, ``emotion_model``,
   ``duration_s``, ``windows``, ``flags`` and ``per_window`` (each 30 s window's
   probabilities and emotion values);
-* ``GET /api/stats``: what the batchers did (model calls, requests per call).
+* ``GET /api/stats``: what the batchers did (model calls, requests per call) and
+  how many predictions are admitted (``queue``).
 
 Every refusal is ``{"error": "<file>: <reason>"}`` with a 4xx status
 (:mod:`jaxmusic.serve.analysis`); the body is read in chunks and never kept past
@@ -129,12 +130,12 @@ class Service:
                 "limits": self.limits.describe()}
 
     def stats(self) -> dict:
-        """What each batcher did, and under ``"queue"`` the admitted predictions and their bound."""
-        out = {name: m.run.batcher.describe() for name, m in self.genre.items()}
+        """``{"batchers": what each model's batcher did, "queue": the admitted predictions
+        and their bound}``."""
+        batchers = {name: m.run.batcher.describe() for name, m in self.genre.items()}
         if self.emotion:
-            out[self.emotion.name] = self.emotion.run.batcher.describe()
-        out["queue"] = {"admitted": self.admitted, "max_queue": self.limits.max_queue}
-        return out
+            batchers[self.emotion.name] = self.emotion.run.batcher.describe()
+        return {"batchers": batchers, "queue": {"admitted": self.admitted, "max_queue": self.limits.max_queue}}
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
