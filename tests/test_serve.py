@@ -31,7 +31,8 @@ import soundfile as sf
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
-from jaxmusic.serve.client import ServeProcess, multipart_body, post_audio, request_json  # noqa: E402
+from jaxmusic.serve.client import (ServeProcess, multipart_body, peak_rss_growth_mb, post_audio,  # noqa: E402
+                                   request_json)
 from tests import audio_fixtures as af  # noqa: E402
 from tests.test_train import REPO, tiny  # noqa: E402
 
@@ -143,19 +144,6 @@ def assert_same_prediction(api: dict, cli: dict) -> None:
 
 def pixels_of(picture: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(picture["data"]), np.uint8).reshape(picture["frames"], picture["bins"])
-
-
-def peak_rss_growth_mb(pid: int, action) -> float:
-    """How far ``action()`` raised process ``pid``'s peak RSS above its RSS before it (MB):
-    the peak is reset first (``/proc/PID/clear_refs``), then read (``VmHWM``)."""
-    def status(key: str) -> int:
-        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(key))
-        return int(line.split()[1])   # kB
-
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-    before = status("VmRSS:")
-    action()
-    return (status("VmHWM:") - before) / 1024
 
 
 def wait_for(condition, what: str, seconds: float = 120):
@@ -298,9 +286,7 @@ def test_a_dense_upload_is_refused_within_a_memory_bound(server, clips, tmp_path
     float32 block alone), and the server keeps answering."""
     path = huge_rate_flac(tmp_path / "dense.flac")
     assert path.stat().st_size < 400_000
-    answers = []
-    grew = peak_rss_growth_mb(server.proc.pid, lambda: answers.append(post_file(server, path)))
-    status, out = answers[0]
+    grew, (status, out) = peak_rss_growth_mb(server.proc.pid, lambda: post_file(server, path))
     assert status == 413 and "655350 Hz" in out["error"], out
     assert grew < 64, f"peak RSS grew {grew:.0f} MB"
     assert post_file(server, clips["short"])[0] == 200
