@@ -13,6 +13,11 @@ reference (same labels in the same order, probabilities within 1.5e-4); the
 script exits 1 otherwise. Prints a markdown table and writes ``--out`` (JSON):
 latency p50/p95/max, throughput, the same-run ratio of concurrent to sequential
 throughput, what the batchers did, and the machine (CPU model, cores, load).
+
+``--memory-minutes 1,5`` then measures the server's own peak memory per request:
+for each length, one song of that many minutes (44.1 kHz stereo FLAC) is sent
+alone, the server's peak RSS having been reset just before (``/proc/PID/clear_refs``),
+and its rise above the RSS before the request is recorded (``peak_rss_growth_mb``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import cores, cpu_model, load_average
-from jaxmusic.serve.client import ServeProcess, post_audio, request_json
+from jaxmusic.serve.client import ServeProcess, peak_rss_growth_mb, post_audio, request_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,6 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
     p.add_argument("--timeout", type=float, default=600.0, help="the most the concurrent requests may take")
     p.add_argument("--serve-arg", action="append", default=[], help="extra `jaxmusic serve` argument (repeat)")
+    p.add_argument("--memory-minutes", default="",
+                   help="comma-separated song lengths (minutes) whose per-request peak RSS to measure")
     p.add_argument("--out", default="benchmarks/serve_load.json")
     args = p.parse_args(argv)
     import soundfile as sf
@@ -90,7 +97,7 @@ def main(argv=None) -> int:
                 print(f"reference request failed ({status}): {out}", file=sys.stderr)
                 return 1
             reference[path.name] = out
-        _, stats_before = request_json(f"{server.url}/api/stats")
+        stats_before = request_json(f"{server.url}/api/stats")[1]["batchers"]
 
         barrier = threading.Barrier(args.requests + 1)
         results: list[tuple[int, dict, float, str] | None] = [None] * args.requests
@@ -114,7 +121,19 @@ def main(argv=None) -> int:
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.perf_counter()))
         wall = time.perf_counter() - start
-        _, stats_after = request_json(f"{server.url}/api/stats")
+        stats_after = request_json(f"{server.url}/api/stats")[1]["batchers"]
+        memory = {}
+        for minutes in [float(m) for m in args.memory_minutes.split(",") if m]:
+            path = Path(tmp) / f"long{minutes:g}.flac"
+            y = song(100, minutes * 60, 44100)
+            sf.write(str(path), np.stack([y, y[::-1]], axis=1), 44100, subtype="PCM_16")
+            grew, status = peak_rss_growth_mb(server.proc.pid, lambda: post_audio(server.url, path,
+                                                                                 timeout=args.timeout)[0])
+            if status != 200:
+                print(f"the {minutes:g} min song was refused ({status})", file=sys.stderr)
+                return 1
+            memory[f"{minutes:g} min"] = {"peak_rss_growth_mb": round(grew, 1),
+                                          "upload_mb": round(path.stat().st_size / 2**20, 2)}
 
     answered = [r for r in results if r is not None]
     wrong = [r for r in answered if r[0] != 200 or not same_answer(r[1], reference[r[3]])]
@@ -135,6 +154,7 @@ def main(argv=None) -> int:
                        "throughput_rps": round(seq_throughput, 3)},
         "concurrent_over_sequential_throughput": round(len(answered) / wall / seq_throughput, 2),
         "batchers": batches,
+        "memory_per_request": memory,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     lat = report["latency_s"] or {}
@@ -145,6 +165,8 @@ def main(argv=None) -> int:
           f"{lat.get('max', float('nan')):.2f} s | {report['throughput_rps']:.2f} req/s | "
           f"{report['concurrent_over_sequential_throughput']:.2f}x |")
     print(f"cpu: {report['cpu']} ({report['cores']} cores); load before {load_before}; batchers {batches}")
+    for length, m in memory.items():
+        print(f"one {length} song ({m['upload_mb']} MB FLAC): server peak RSS +{m['peak_rss_growth_mb']} MB")
     for r in wrong[:5]:
         print(f"wrong answer for {r[3]}: status {r[0]}: {str(r[1])[:300]}", file=sys.stderr)
     ok = len(answered) == args.requests and not wrong

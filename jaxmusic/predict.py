@@ -14,7 +14,9 @@ model, and the windows' probabilities (emotion values) are averaged.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -34,45 +36,79 @@ def audio_windows(y: np.ndarray, sr: int) -> list[np.ndarray]:
     return windows
 
 
+def lab_picture(full: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """The course recipe's features as a picture: the 128 mel dB rows, each window's
+    ``power_to_db(ref=max)`` over its ``top_db`` range ``[-80, 0]``."""
+    return full[:, :recipe.N_MELS], (-recipe.TOP_DB, 0.0)
+
+
+def musicnn_picture(full: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """The musicnn recipe's features as a picture: all 96 bands of ``log10(1 + 10000 x mel
+    power)``, over ``[0, the clip's maximum]`` (the values have no fixed top)."""
+    return full, (0.0, max(float(full.max(initial=0.0)), 1e-6))
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowRecipe:
+    """What a run's recipe needs of the audio and how its features are drawn and timed:
+    the sample rate its audio is decoded at, the samples per feature frame, the feature
+    function (``(full, beat, flags)`` of a window) and the picture function (``(T, F)``
+    full features -> ``(values (T, bands), (low, high))``, ``unit``)."""
+
+    rate: int
+    hop: int
+    extract: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, list[str]]]
+    picture: Callable[[np.ndarray], tuple[np.ndarray, tuple[float, float]]]
+    unit: str
+
+    @property
+    def frame_s(self) -> float:
+        return self.hop / self.rate
+
+
+RECIPES = {
+    "lab": WindowRecipe(recipe.SAMPLE_RATE, recipe.HOP_LENGTH, features.extract, lab_picture,
+                        "mel dB below the window's peak"),
+    "musicnn": WindowRecipe(recipe.MUSICNN_SAMPLE_RATE, recipe.MUSICNN_HOP_LENGTH, features.extract_musicnn,
+                            musicnn_picture, "musicnn mel, log10(1 + 10000 x power)"),
+}
+
+
 def recipe_of(run) -> str:
     """``"musicnn"`` for a run on the musicnn view (16 kHz, 96 bands), else ``"lab"``."""
     return "musicnn" if run.info["view"] == "musicnn" else "lab"
 
 
-def musicnn_audio(y: np.ndarray, sr: int) -> np.ndarray:
-    """``y`` at the musicnn recipe's 16 kHz (the resampler ``load_audio`` uses)."""
-    import librosa
-
-    if sr == recipe.MUSICNN_SAMPLE_RATE:
-        return y
-    return librosa.resample(np.asarray(y, np.float32), orig_sr=sr, target_sr=recipe.MUSICNN_SAMPLE_RATE,
-                            res_type=features.RES_TYPE).astype(np.float32)
+def rates_of(*runs) -> tuple[int, ...]:
+    """The sample rates the runs' recipes read (the first run's first; ``lab``'s with no run)."""
+    names = dict.fromkeys(recipe_of(r) for r in runs if r is not None) or {"lab": None}
+    return tuple(RECIPES[n].rate for n in names)
 
 
-def predict_audio(y: np.ndarray, sr: int, genre_run: LoadedRun | None, emotion_run: LoadedRun | None,
-                  top_k: int = 3, flags: list[str] | None = None, y_musicnn: np.ndarray | None = None) -> dict:
-    """Genre probabilities (top ``top_k``) and emotion values of decoded mono audio at
-    the recipe's rate, averaged over 30 s windows; ``per_window`` holds each window's
-    own (``start_s``, full genre probabilities, emotion values). A run on the musicnn view
-    reads the musicnn recipe of ``y_musicnn`` (the audio decoded at 16 kHz; by default
-    ``y`` resampled to it)."""
+def predict_audio(audio: dict[int, np.ndarray], genre_run: LoadedRun | None, emotion_run: LoadedRun | None,
+                  top_k: int = 3, flags: list[str] | None = None) -> dict:
+    """Genre probabilities (top ``top_k``) and emotion values of decoded mono audio,
+    averaged over 30 s windows; ``per_window`` holds each window's own (``start_s``, full
+    genre probabilities, emotion values). ``audio`` maps each rate of :func:`rates_of`
+    to the song decoded at it (:func:`jaxmusic.features.decode_audio`): each run reads
+    its recipe (:data:`RECIPES`) of the audio at its recipe's rate, as ``jaxmusic
+    features`` made its training set."""
     flags = list(flags or [])
     runs = [r for r in (genre_run, emotion_run) if r is not None]
     extracted: dict[str, list] = {}
     for name in dict.fromkeys(recipe_of(r) for r in runs) if runs else ["lab"]:
-        if name == "musicnn":
-            audio, rate, extract = (musicnn_audio(y, sr) if y_musicnn is None else y_musicnn,
-                                    recipe.MUSICNN_SAMPLE_RATE, features.extract_musicnn)
-        else:
-            audio, rate, extract = y, sr, features.extract
+        spec = RECIPES[name]
+        if spec.rate not in audio:
+            raise ValueError(f"the {name} recipe reads audio at {spec.rate} Hz; given {sorted(audio)}")
         extracted[name] = []
-        for w in audio_windows(audio, rate):
-            full, beat, w_flags = extract(w, rate)
+        for w in audio_windows(audio[spec.rate], spec.rate):
+            full, beat, w_flags = spec.extract(w, spec.rate)
             extracted[name].append((full, beat))
             flags += [f for f in w_flags if f not in flags]
     count = min(len(v) for v in extracted.values())   # 22050 and 16 kHz windows: the same cut
     starts = [round(i * WINDOW_S, 3) for i in range(count)]
-    result = {"duration_s": round(len(y) / sr, 3), "windows": count, "flags": flags,
+    first = RECIPES[next(iter(extracted))].rate
+    result = {"duration_s": round(len(audio[first]) / first, 3), "windows": count, "flags": flags,
               "genres": None, "emotion": None,
               "per_window": [{"start_s": s} for s in starts]}
 
@@ -98,13 +134,10 @@ def predict_audio(y: np.ndarray, sr: int, genre_run: LoadedRun | None, emotion_r
 
 def predict_file(path: str | Path, genre_run: LoadedRun | None, emotion_run: LoadedRun | None,
                  top_k: int = 3) -> dict:
-    """:func:`predict_audio` of an audio file (decoded as the recipe loads audio)."""
-    y, flags = features.load_audio(path)
-    y_musicnn = None
-    if any(r is not None and recipe_of(r) == "musicnn" for r in (genre_run, emotion_run)):
-        y_musicnn, _ = features.load_audio(path, sr=recipe.MUSICNN_SAMPLE_RATE)   # as `features --recipe musicnn`
-    return {"file": str(path), **predict_audio(y, features.SAMPLE_RATE, genre_run, emotion_run,
-                                               top_k, flags, y_musicnn)}
+    """:func:`predict_audio` of an audio file, decoded once at each rate the runs' recipes
+    read (as ``jaxmusic features`` decodes: at 16 kHz for the musicnn recipe)."""
+    audio, flags = features.decode_audio(path, rates_of(genre_run, emotion_run))
+    return {"file": str(path), **predict_audio(audio, genre_run, emotion_run, top_k, flags)}
 
 
 def json_result(result: dict) -> dict:

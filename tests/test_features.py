@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
+import soundfile as sf
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # tests/ helpers, any import mode
@@ -21,6 +24,7 @@ from jaxmusic.data import lab  # noqa: E402
 from jaxmusic.data.lab import DatasetError  # noqa: E402
 
 SR = af.SR
+REPO = Path(__file__).resolve().parents[1]
 
 
 def recipe(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +59,13 @@ def all_files(root: Path) -> dict[str, bytes]:
 def test_load_audio_equals_librosa_load(tmp_path):
     y = af.song(1, 1.5)
     stereo = np.stack([y, 0.5 * af.noise(1.5, seed=3)], axis=1)
+    many = np.stack([0.3 * np.sin(np.arange(70_000) * k / 50) for k in range(1, 9)], axis=1)
     cases = [af.write_audio(tmp_path / "a.wav", y, 22050, "PCM_16"),
              af.write_audio(tmp_path / "b.flac", stereo, 44100),       # resampled + mixed down
-             af.write_audio(tmp_path / "c.ogg", stereo, 32000)]
+             af.write_audio(tmp_path / "c.ogg", stereo, 32000),
+             # 8 channels at 655,350 Hz: more than one decoding block, each mixed down and resampled
+             af.write_audio(tmp_path / "d.flac", many.astype(np.float32), 655_350)]
+    assert 70_000 * 8 > F.BLOCK_SAMPLES // 2
     for path in cases:
         ours, flags = F.load_audio(path)
         ref, sr = librosa.load(path, sr=SR)
@@ -66,6 +74,50 @@ def test_load_audio_equals_librosa_load(tmp_path):
     ours, _ = F.load_audio(cases[1], offset=0.25, duration=0.5)
     ref, _ = librosa.load(cases[1], sr=SR, offset=0.25, duration=0.5)
     np.testing.assert_array_equal(ours, ref)
+
+
+def test_decode_audio_reads_several_rates_in_one_pass(tmp_path):
+    stereo = np.stack([af.song(4, 1.2, 44100), af.noise(1.2, 44100, seed=2)], axis=1)
+    path = af.write_audio(tmp_path / "s.flac", stereo, 44100)
+    audio, flags = F.decode_audio(path, (22050, 16000))
+    assert flags == [] and sorted(audio) == [16000, 22050]
+    for sr in (22050, 16000):
+        np.testing.assert_array_equal(audio[sr], librosa.load(path, sr=sr)[0])
+    with pytest.raises(F.AudioTooLong, match="more than 44100 frames") as err:
+        F.decode_audio(path, (22050,), max_frames=44100)
+    assert str(path) in str(err.value)
+
+
+def test_load_audio_memory_is_one_block_not_the_file(tmp_path):
+    """A 5 s FLAC at 655,350 Hz in 8 channels (a constant: a few KB) holds 26 M samples,
+    105 MB as one float32 block. Decoded in blocks, the read's peak RSS (measured in a
+    subprocess, the peak reset after warming up) grows by far less; the output is the
+    constant, as long as librosa.load's (ceil(frames x 22050 / 655350))."""
+    path = tmp_path / "dense.flac"
+    sr, channels = 655_350, 8
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=channels, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(5):
+            f.write(np.full((sr, channels), 0.25, np.float32))
+    small = af.write_audio(tmp_path / "small.flac", np.full((sr // 10, channels), 0.25, np.float32), sr)
+    script = f"""
+import resource, numpy as np
+from pathlib import Path
+from jaxmusic import features as F
+def kb(key): return int(next(x for x in Path('/proc/self/status').read_text().splitlines() if x.startswith(key)).split()[1])
+F.load_audio({str(small)!r})
+Path('/proc/self/clear_refs').write_text('5')
+before = kb('VmRSS:')
+y, flags = F.load_audio({str(path)!r})
+print(kb('VmHWM:') - before, len(y), float(y[1000:-1000].min()), float(y[1000:-1000].max()), flags)
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.returncode == 0, p.stderr
+    grew_kb, n, lo, hi, flags = p.stdout.split(maxsplit=4)
+    assert int(n) == int(np.ceil(5 * sr * 22050 / sr)) and flags.strip() == "[]"
+    assert abs(float(lo) - 0.25) < 1e-3 and abs(float(hi) - 0.25) < 1e-3
+    whole = 5 * sr * channels * 4 / 2**20                 # 100 MiB: the old single read's buffer
+    assert int(grew_kb) / 1024 < 32 < whole, f"peak RSS grew {int(grew_kb) / 1024:.0f} MB"
 
 
 def test_load_audio_refusals_name_the_file(tmp_path):

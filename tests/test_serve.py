@@ -3,18 +3,24 @@ free port of 127.0.0.1) over tiny trained runs, real audio files (tests/audio_fi
 HTTP from the standard library, and headless Chromium for the page.
 
 References: `jaxmusic predict --json` on the same files (the API must give its
-answer), the runs' own run.json, and the sequential answer for each clip under
-concurrent load.
+answer, also for a run on the musicnn view), the runs' own run.json, the recipes
+computed here with librosa, the server's peak RSS (/proc), and the sequential answer
+for each clip under concurrent load.
 """
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures as cf
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +31,8 @@ import soundfile as sf
 pytest.importorskip("starlette", reason="the serve extra is not installed (pip install -e '.[serve]')")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
-from jaxmusic.serve.client import ServeProcess, post_audio, request_json  # noqa: E402
+from jaxmusic.serve.client import (ServeProcess, multipart_body, peak_rss_growth_mb, post_audio,  # noqa: E402
+                                   request_json)
 from tests import audio_fixtures as af  # noqa: E402
 from tests.test_train import REPO, tiny  # noqa: E402
 
@@ -61,6 +68,40 @@ def server(serve_runs):
 
 
 @pytest.fixture(scope="module")
+def musicnn_server(tmp_path_factory):
+    """A server over a tiny CNN trained on the musicnn view (three 'genres' of synthesised
+    music in the musicnn recipe), admitting at most one prediction at a time."""
+    from jaxmusic import features as F
+    from jaxmusic.config import load_config
+    from jaxmusic.data import tfrecords
+    from jaxmusic.train import train
+
+    root = tmp_path_factory.mktemp("mnserve")
+    makers = {"calm": lambda k: af.chord(["C", "F", "Am", "G"][k], 3.0, amp=0.1),
+              "busy": lambda k: af.click_track(100 + 20 * k, 3.0) + af.chord("D", 3.0, amp=0.05),
+              "noisy": lambda k: af.noise(3.0, amp=0.1, seed=k)}
+    rows = []
+    for label, make in makers.items():
+        for k in range(4):
+            af.write_audio(root / "audio" / f"{label}{k}.wav", make(k))
+            rows.append((f"{label}{k}.wav", 0.0, 3.0, label, f"{label}{k}"))
+    table = af.write_table(root / "clips.csv", ["file", "start", "end", "label", "group"], rows)
+    F.convert(root / "audio", "clip-table", root / "data", "mn", labels=table, progress=False,
+              test_fraction=0.25, seed=0, recipe_name="musicnn")
+    tfrecords.prepare(root / "data", "mn", root / "prep",
+                      tfrecords.PrepareOptions(shards=1, view="musicnn", validation_fraction=0.25, progress=False))
+    cfg = load_config(REPO / "configs" / "tiny" / "cnn.py",
+                      [f"--config.data.prepared={root / 'prep'}", "--config.data.set=mn",
+                       "--config.data.view=musicnn", "--config.train.epochs=1", "--config.train.batch_size=4"])
+    train(cfg, root / "musicnn_cnn", progress=False)
+    s = ServeProcess(["--workdir", str(root / "musicnn_cnn"), "--max-queue", "1", "--max-minutes", "5",
+                      "--quiet"], cwd=REPO, env={"PYTHONPATH": str(REPO)})
+    s.run_dir = root / "musicnn_cnn"
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Real audio files: an 8 s FLAC and a 45 s WAV (windows 0-30 s and 30-45 s)."""
     d = tmp_path_factory.mktemp("clips")
@@ -79,9 +120,10 @@ def post_file(server: ServeProcess, path: Path | None = None, **kwargs) -> tuple
     return post_audio(server.url, path, timeout=120, **kwargs)
 
 
-def cli_predict(paths: list[Path], genre: Path, emotion: Path) -> list[dict]:
+def cli_predict(paths: list[Path], genre: Path, emotion: Path | None = None) -> list[dict]:
+    more = ["--emotion-workdir", str(emotion)] if emotion else []
     p = subprocess.run([sys.executable, "-m", "jaxmusic", "predict", *map(str, paths), "--workdir", str(genre),
-                        "--emotion-workdir", str(emotion), "--json"], cwd=REPO, capture_output=True, text=True,
+                        *more, "--json"], cwd=REPO, capture_output=True, text=True,
                        timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert p.returncode == 0, p.stdout + p.stderr
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
@@ -94,8 +136,47 @@ def assert_same_prediction(api: dict, cli: dict) -> None:
     assert [g["label"] for g in api["genres"]] == [g["label"] for g in cli["genres"]]
     np.testing.assert_allclose([g["probability"] for g in api["genres"]],
                                [g["probability"] for g in cli["genres"]], atol=1.5e-4)
-    assert api["emotion"].keys() == cli["emotion"].keys()
-    np.testing.assert_allclose(list(api["emotion"].values()), list(cli["emotion"].values()), atol=1.5e-4)
+    assert (api["emotion"] is None) == (cli["emotion"] is None)
+    if cli["emotion"] is not None:
+        assert api["emotion"].keys() == cli["emotion"].keys()
+        np.testing.assert_allclose(list(api["emotion"].values()), list(cli["emotion"].values()), atol=1.5e-4)
+
+
+def pixels_of(picture: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(picture["data"]), np.uint8).reshape(picture["frames"], picture["bins"])
+
+
+def wait_for(condition, what: str, seconds: float = 120):
+    """Poll ``condition()`` until it is true (a wait for the server, not a timed check)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = condition()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def streamed_wav(path: Path, y: np.ndarray, sr: int = 22050) -> Path:
+    """A complete WAV with the header SoX writes to a pipe: data size 0x7FFFF000 (and the
+    RIFF size to match), the length unknown while writing."""
+    af.write_audio(path, y, sr, "PCM_16")
+    b = bytearray(path.read_bytes())
+    at = b.find(b"data")
+    b[at + 4: at + 8] = struct.pack("<I", 0x7FFFF000)
+    b[4:8] = struct.pack("<I", 0x7FFFF000 + at)
+    path.write_bytes(bytes(b))
+    return path
+
+
+def huge_rate_flac(path: Path, seconds: int = 30, sr: int = 655_350, channels: int = 8) -> Path:
+    """The issue's upload: a constant signal at 655,350 Hz in 8 channels, ~170 KB of FLAC
+    for 30 s (a whole-file float32 read is frames x channels x 4 B = 629 MB)."""
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=channels, format="FLAC", subtype="PCM_16") as f:
+        block = np.full((sr, channels), 0.25, np.float32)
+        for _ in range(seconds):
+            f.write(block)
+    return path
 
 
 # ----------------------------------------------------------------------------- API
@@ -111,7 +192,8 @@ def test_models_lists_the_loaded_runs(server, serve_runs):
         assert m["beat"] == record["beat"] and m["max_length"] == record["max_length"]
     assert out["models"][1]["backbone"] == "cnn3_dense" and out["models"][1]["resize"] == [32, 32]
     assert out["emotion"]["name"] == "emotion" and out["emotion"]["labels"] == ["valence", "energy", "danceability"]
-    assert out["limits"] == {"max_mb": MAX_MB, "max_minutes": 5}
+    assert out["limits"] == {"max_mb": MAX_MB, "max_minutes": 5, "max_samples_per_second": 384_000,
+                             "max_queue": 64}
 
 
 def test_answer_equals_jaxmusic_predict_json(server, serve_runs, clips):
@@ -139,16 +221,15 @@ def test_model_choice_and_spectrogram(server, clips):
     p = lambda r: np.array([g["probability"] for g in sorted(r["genres"], key=lambda g: g["label"])])
     assert np.abs(p(lstm) - p(cnn)).max() > 1e-3  # a different network answered
     s = cnn["spectrogram"]
-    import base64
-
     from jaxmusic import features
 
-    pixels = np.frombuffer(base64.b64decode(s["data"]), np.uint8).reshape(s["frames"], s["bins"])
+    pixels = pixels_of(s)
     y, _ = features.load_audio(clips["short"])
     full, _, _ = features.extract(y)
     expected = np.round((np.clip(full[:, :128], -80, 0) + 80) / 80 * 255)  # 8 s < 800 frames: no pooling
     assert pixels.shape == expected.shape
     assert np.abs(pixels.astype(float) - expected).max() <= 1
+    assert s["seconds_per_frame"] == 512 / 22050 and s["range"] == [-80, 0]
 
 
 def bad_inputs(tmp: Path) -> list[tuple[str, dict, int, str]]:
@@ -169,6 +250,10 @@ def bad_inputs(tmp: Path) -> list[tuple[str, dict, int, str]]:
         ("silent", dict(path=af.write_audio(tmp / "quiet.wav", af.silence(3.0))), 422, "quiet.wav: the audio is silent"),
         ("truncated wav", dict(name="cut.wav", data=wav[: len(wav) // 2]), 422, "cut.wav: truncated file"),
         ("truncated flac", dict(name="cut.flac", data=flac[: len(flac) // 2]), 422, "cut.flac: truncated or corrupt"),
+        ("all NaN", dict(path=af.write_audio(tmp / "nan.wav", np.full(22050 * 5, np.nan, np.float32), 22050, "FLOAT")),
+         422, "nan.wav: the audio has 110250 non-finite (NaN/inf) samples, first at 0.000 s"),
+        ("huge rate", dict(path=huge_rate_flac(tmp / "dense.flac", seconds=2)), 413,
+         "dense.flac: 8 channel(s) at 655350 Hz is 5,242,800 samples per second of audio, over the 384,000"),
         ("too large", dict(name="big.wav", data=os.urandom(MAX_MB * 2**20 + 100_000)), 413,
          f"big.wav: upload of {MAX_MB + 0.1:.1f} MB is over the {MAX_MB} MB limit"),
         ("two hours", dict(path=two_hours), 413, "two hours.flac: 120.0 min of audio is over the 5.0 min limit"),
@@ -195,12 +280,91 @@ def test_bad_input_is_refused_clearly_and_the_server_keeps_serving(server, clips
     assert server.proc.poll() is None
 
 
+def test_a_dense_upload_is_refused_within_a_memory_bound(server, clips, tmp_path):
+    """The issue's 170 KB FLAC (30 s, 655,350 Hz, 8 channels) is refused from its header:
+    the server's peak RSS rises by less than 64 MB (a whole-file read takes 629 MB for the
+    float32 block alone), and the server keeps answering."""
+    path = huge_rate_flac(tmp_path / "dense.flac")
+    assert path.stat().st_size < 400_000
+    grew, (status, out) = peak_rss_growth_mb(server.proc.pid, lambda: post_file(server, path))
+    assert status == 413 and "655350 Hz" in out["error"], out
+    assert grew < 64, f"peak RSS grew {grew:.0f} MB"
+    assert post_file(server, clips["short"])[0] == 200
+
+
+def test_a_streamed_wav_header_is_not_truncation(server, tmp_path):
+    """SoX writing to a pipe declares 0x7FFFF000 data bytes; libsndfile reads the file whole,
+    and so does the server: the answer is the same audio's with an exact header."""
+    y = af.song(7, 5.0)
+    exact = af.write_audio(tmp_path / "exact.wav", y, 22050, "PCM_16")
+    streamed = streamed_wav(tmp_path / "piped.wav", y)
+    assert sf.info(str(streamed)).frames == len(y)
+    status, out = post_file(server, streamed, top_k="all")
+    assert status == 200, out
+    _, ref = post_file(server, exact, top_k="all")
+    assert out["duration_s"] == 5.0 and out["genres"] == ref["genres"] and out["emotion"] == ref["emotion"]
+
+
+def test_musicnn_run_answer_and_picture_are_the_command_lines(musicnn_server, tmp_path):
+    """A run on the musicnn view: the API answers `jaxmusic predict --json` (the audio read at
+    16 kHz from its own 44.1 kHz, not via 22.05 kHz), and the picture is the musicnn recipe's
+    96 bands at 256/16000 s per frame."""
+    import librosa
+
+    from jaxmusic import features
+
+    path = af.write_audio(tmp_path / "tune.wav", np.concatenate([af.song(11, 4.0, 44100),
+                                                                  af.click_track(130, 4.0, 44100)]), 44100)
+    [cli] = cli_predict([path], musicnn_server.run_dir)
+    status, out = post_file(musicnn_server, path, spectrogram="1")
+    assert status == 200, out
+    assert_same_prediction(out, cli)
+    s = out["spectrogram"]
+    y = librosa.load(path, sr=16000)[0]
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256, n_mels=96)
+    full = np.log10(1 + 10000 * mel).T
+    expected = np.round(np.clip(full / full.max(), 0, 1) * 255)  # 501 frames < 800: no pooling
+    assert (s["frames"], s["bins"]) == expected.shape == (501, 96)
+    assert s["seconds_per_frame"] == 256 / 16000 and s["range"][0] == 0
+    assert s["range"][1] == pytest.approx(full.max(), rel=1e-5)
+    assert np.abs(pixels_of(s).astype(float) - expected).max() <= 1
+    assert features.load_audio(path, sr=16000)[0].shape == y.shape
+
+
+def test_queue_bound_and_abandoned_upload(musicnn_server, tmp_path):
+    """With --max-queue 1, a request whose upload is under way fills the queue: the next one
+    is answered 503 with Retry-After; when the first client goes away mid-body the server
+    logs it (no 500, no traceback), frees its place and answers again."""
+    path = af.write_audio(tmp_path / "ok.wav", af.song(3, 2.0))
+    host, port = musicnn_server.url.split("//")[1].split(":")
+    stalled = socket.create_connection((host, int(port)), timeout=30)
+    body, kind = multipart_body({}, {"file": ("stalled.wav", path.read_bytes())})
+    stalled.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {kind}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+    stats = lambda: request(f"{musicnn_server.url}/api/stats")[1]["queue"]
+    assert wait_for(lambda: stats()["admitted"] == 1, "the stalled upload to be admitted")
+    assert stats()["max_queue"] == 1
+    data, kind = multipart_body({}, {"file": ("ok.wav", path.read_bytes())})
+    req = urllib.request.Request(f"{musicnn_server.url}/api/predict", data=data, headers={"Content-Type": kind})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=60)
+    assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "5"
+    assert "busy" in json.loads(refused.value.read())["error"]
+    stalled.close()
+    assert wait_for(lambda: stats()["admitted"] == 0, "the abandoned upload to be dropped")
+    line = wait_for(lambda: next((x for x in musicnn_server.lines if "client disconnected" in x), None),
+                    "the disconnect to be logged")
+    assert "stalled.wav: client disconnected after" in line and line.startswith("WARNING")
+    assert not [x for x in musicnn_server.lines if "Traceback" in x or "prediction failed" in x]
+    assert post_file(musicnn_server, path)[0] == 200
+
+
 def test_concurrent_requests_are_batched_and_answered_correctly(server, tmp_path):
     """50 requests at once (5 distinct clips), bounded in time: every answer is the
     clip's own sequential answer, and the batcher put several requests in one call."""
     paths = [af.write_audio(tmp_path / f"c{i}.wav", af.song(20 + i, 1.5)) for i in range(5)]
     sequential = {p.name: post_file(server, p, top_k="all")[1] for p in paths}
-    _, before = request(f"{server.url}/api/stats")
+    before = request(f"{server.url}/api/stats")[1]["batchers"]
     with cf.ThreadPoolExecutor(50) as pool:
         futures = [pool.submit(post_file, server, paths[i % 5], top_k="all") for i in range(50)]
         done, pending = cf.wait(futures, timeout=240)
@@ -212,7 +376,7 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server, tmp_path
         assert [g["label"] for g in out["genres"]] == [g["label"] for g in ref["genres"]]
         np.testing.assert_allclose([g["probability"] for g in out["genres"]],
                                    [g["probability"] for g in ref["genres"]], atol=1.5e-4)
-    _, stats = request(f"{server.url}/api/stats")
+    stats = request(f"{server.url}/api/stats")[1]["batchers"]
     genre = stats["lstm_genre"]
     assert genre["requests"] - before["lstm_genre"]["requests"] == 50
     assert genre["max_requests_per_call"] > 1  # requests shared model calls
@@ -221,7 +385,8 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server, tmp_path
 
 def test_models_compiled_once_at_start(server, clips):
     post_file(server, clips["short"], model="cnn3_genre")
-    _, stats = request(f"{server.url}/api/stats")
+    stats = request(f"{server.url}/api/stats")[1]["batchers"]
+    assert sorted(stats) == ["cnn3_genre", "emotion", "lstm_genre"]
     for name, s in stats.items():
         assert s["compiled_programs"] == len(s["bucket_sizes"]), (name, s)
 

@@ -27,6 +27,9 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--max-mb", type=float, default=50.0, help="largest upload in MB (default 50)")
     parser.add_argument("--max-minutes", type=float, default=20.0,
                         help="longest audio accepted, in minutes (default 20)")
+    parser.add_argument("--max-queue", type=int, default=64,
+                        help="most predictions admitted at once, being uploaded, waiting or analysed; more are "
+                             "answered 503 with Retry-After (default 64)")
     parser.add_argument("--max-batch", type=int, default=16,
                         help="most 30 s windows in one model call (default 16)")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0,
@@ -41,11 +44,13 @@ def run(args, command: str) -> int:
         print(f"jaxmusic serve: needs the serve extra ({MISSING}); install it with "
               "pip install -e '.[serve]'", file=sys.stderr)
         return 2
-    if args.max_mb <= 0 or args.max_minutes <= 0 or args.max_batch < 1:
-        print("jaxmusic serve: --max-mb, --max-minutes and --max-batch must be positive", file=sys.stderr)
+    if args.max_mb <= 0 or args.max_minutes <= 0 or args.max_batch < 1 or args.max_queue < 1:
+        print("jaxmusic serve: --max-mb, --max-minutes, --max-batch and --max-queue must be positive",
+              file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    limits = Limits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_minutes * 60)
+    limits = Limits(max_bytes=int(args.max_mb * 2**20), max_seconds=args.max_minutes * 60,
+                    max_queue=args.max_queue)
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

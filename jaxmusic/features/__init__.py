@@ -47,9 +47,10 @@ the report's settings); ``--audio-features`` keeps the audio-domain baseline fea
 (:mod:`jaxmusic.features.handcrafted`) of every clip.
 """
 
-from jaxmusic.features.audio import (AUDIO_EXTENSIONS, FLAG_PADDED, FLAG_SILENT,  # noqa: F401
-                                     FLAG_TRUNCATED, RES_TYPE, SAMPLE_RATE, SILENCE_PEAK,
-                                     UNDECODABLE_EXTENSIONS, audio_seconds, load_audio)
+from jaxmusic.features.audio import (AUDIO_EXTENSIONS, BLOCK_SAMPLES, FLAG_PADDED,  # noqa: F401
+                                     FLAG_SILENT, FLAG_TRUNCATED, RES_TYPE, SAMPLE_RATE, SILENCE_PEAK,
+                                     UNDECODABLE_EXTENSIONS, AudioTooLong, NonFiniteAudio,
+                                     audio_seconds, decode_audio, load_audio)
 from jaxmusic.features.convert import (AUDIO_DIR, CLASSES_NAME, FRONTENDS,  # noqa: F401
                                        GROUPS_HEADER, JOURNAL_NAME, REPORT_NAME,
                                        REPORT_VERSION, Recipe, Result, convert, load_clip,

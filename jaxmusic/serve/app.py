@@ -13,13 +13,18 @@ Routes:
   object (``file``, ``genres``, ``emotion``) plus ``model``, ``emotion_model``,
   ``duration_s``, ``windows``, ``flags`` and ``per_window`` (each 30 s window's
   probabilities and emotion values);
-* ``GET /api/stats``: what the batchers did (model calls, requests per call).
+* ``GET /api/stats``: what the batchers did (model calls, requests per call) and
+  how many predictions are admitted (``queue``).
 
 Every refusal is ``{"error": "<file>: <reason>"}`` with a 4xx status
 (:mod:`jaxmusic.serve.analysis`); the body is read in chunks and never kept past
 the size limit. Work is split so the event loop never blocks: decoding and the
 feature recipe run in a thread pool (``workers``), model calls in each model's
-batching thread (:mod:`jaxmusic.serve.batching`).
+batching thread (:mod:`jaxmusic.serve.batching`). At most ``limits.max_queue``
+predictions are admitted at once (their bodies being read, waiting for a worker or
+being analysed), each holding at most one saved upload; past that a request is
+answered 503 with ``Retry-After`` before its body is kept. A client that goes away
+in the middle of its upload is logged (a warning), and its partial body dropped.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Sequence
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -52,6 +57,8 @@ STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; ch
 FORM_OVERHEAD = 64 * 1024      # multipart boundaries and headers on top of the file
 DRAIN_FACTOR = 4               # an oversized body is read (and dropped) up to this many limits
 CHUNK = 1 << 20
+SPOOL = CHUNK                  # a body is kept in memory up to this, then on disk
+RETRY_AFTER_S = 5              # told to a client refused because the queue is full
 
 
 @dataclasses.dataclass
@@ -89,6 +96,7 @@ class Service:
         self.emotion = emotion
         self.limits = limits
         self.pool = cf.ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse")
+        self.admitted = 0   # predictions being read, waiting or analysed (the event loop's count)
 
     @classmethod
     def load(cls, workdirs: Sequence[str | Path], emotion_workdir: str | Path | None = None, *,
@@ -122,10 +130,12 @@ class Service:
                 "limits": self.limits.describe()}
 
     def stats(self) -> dict:
-        out = {name: m.run.batcher.describe() for name, m in self.genre.items()}
+        """``{"batchers": what each model's batcher did, "queue": the admitted predictions
+        and their bound}``."""
+        batchers = {name: m.run.batcher.describe() for name, m in self.genre.items()}
         if self.emotion:
-            out[self.emotion.name] = self.emotion.run.batcher.describe()
-        return out
+            batchers[self.emotion.name] = self.emotion.run.batcher.describe()
+        return {"batchers": batchers, "queue": {"admitted": self.admitted, "max_queue": self.limits.max_queue}}
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -138,31 +148,56 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 async def _read_body(request: Request, limits: Limits) -> tempfile.SpooledTemporaryFile:
-    """The request body, spooled to disk past 8 MB; 413 once it passes the limit
-    (the rest is read and dropped, up to a cap, so the client hears the answer)."""
+    """The request body, spooled to disk past :data:`SPOOL`; 413 once it passes the limit
+    (the rest is read and dropped, up to a cap, so the client hears the answer).
+    Raises ``ClientDisconnect`` saying how much arrived when the client goes away."""
     cap = limits.max_bytes + FORM_OVERHEAD
     mb = f"{limits.max_bytes / 2**20:g} MB"
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > DRAIN_FACTOR * cap:
         raise RequestError(413, f"upload of {int(declared) / 2**20:.1f} MB is over the {mb} limit (--max-mb)")
-    body = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)
+    body = tempfile.SpooledTemporaryFile(max_size=SPOOL)
     total, head = 0, b""
-    async for chunk in request.stream():
-        total += len(chunk)
-        if len(head) < FORM_OVERHEAD:
-            head += chunk[: FORM_OVERHEAD - len(head)]
-        if total <= cap:
-            body.write(chunk)
-        elif total > DRAIN_FACTOR * cap:
-            break
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if len(head) < FORM_OVERHEAD:
+                head += chunk[: FORM_OVERHEAD - len(head)]
+            if total <= cap:
+                body.write(chunk)
+            elif total > DRAIN_FACTOR * cap:
+                break
+    except ClientDisconnect:
+        body.close()
+        of = f" of {int(declared) / 2**20:.1f} MB" if declared and declared.isdigit() else ""
+        raise ClientDisconnect(f"{_named(head)}client disconnected after {total / 2**20:.2f} MB{of} "
+                               "of its upload") from None
     if total > cap:
         body.close()
-        found = re.search(rb'filename="([^"\r\n]{1,200})"', head)  # the part header precedes its data
-        who = f"{Path(found.group(1).decode('utf-8', 'replace')).name}: " if found else ""
+        who = _named(head)
         raise RequestError(413, f"{who}upload of {total / 2**20:.1f}{'+' if total > DRAIN_FACTOR * cap else ''} "
                                 f"MB is over the {mb} limit (--max-mb)")
     body.seek(0)
     return body
+
+
+async def _drop_body(request: Request, limits: Limits) -> None:
+    """Read a refused request's body (up to the drain cap) and keep none of it, so the
+    client hears the answer."""
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > DRAIN_FACTOR * (limits.max_bytes + FORM_OVERHEAD):
+                break
+    except ClientDisconnect:
+        pass
+
+
+def _named(head: bytes) -> str:
+    """``"<file name>: "`` from the start of a multipart body (the part header precedes its data)."""
+    found = re.search(rb'filename="([^"\r\n]{1,200})"', head)
+    return f"{Path(found.group(1).decode('utf-8', 'replace')).name}: " if found else ""
 
 
 async def _parse_form(request: Request, body) -> dict:
@@ -227,6 +262,21 @@ def create_app(service: Service) -> Starlette:
         return JSONResponse(service.stats())
 
     async def predict(request: Request) -> Response:
+        if service.admitted >= service.limits.max_queue:
+            log.warning("busy: refused a request (503), %d admitted (--max-queue %d)",
+                        service.admitted, service.limits.max_queue)
+            await _drop_body(request, service.limits)
+            return JSONResponse({"error": f"the server is busy: {service.admitted} requests are being analysed "
+                                          f"or waiting (--max-queue {service.limits.max_queue}); retry in "
+                                          f"{RETRY_AFTER_S} s"},
+                                status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        service.admitted += 1
+        try:
+            return await _predict(request)
+        finally:
+            service.admitted -= 1
+
+    async def _predict(request: Request) -> Response:
         path = None
         try:
             body = await _read_body(request, service.limits)
@@ -269,6 +319,9 @@ def create_app(service: Service) -> Starlette:
         except RequestError as e:
             log.info("refused (%d): %s", e.status, e.message)
             return _error(e.status, e.message)
+        except ClientDisconnect as e:   # nobody is left to answer
+            log.warning("upload abandoned: %s", e)
+            return Response(status_code=499)
         except Exception as e:  # a bug, not bad input: say so, keep serving
             log.exception("prediction failed")
             return _error(500, f"internal error: {type(e).__name__}: {e}")

@@ -57,6 +57,20 @@ def post_audio(url: str, path: str | Path | None = None, *, name: str | None = N
     return request_json(f"{url.rstrip('/')}/api/predict{query}", body, kind, timeout)
 
 
+def peak_rss_growth_mb(pid: int, action) -> tuple[float, object]:
+    """``(MB by which action() raised process pid's peak RSS above its RSS before it,
+    action's result)``: the peak is reset first (Linux: ``/proc/PID/clear_refs``), then
+    read (``VmHWM``). For a server this machine started, e.g. ``ServeProcess.proc.pid``."""
+    def kb(key: str) -> int:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(key))
+        return int(line.split()[1])
+
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = kb("VmRSS:")
+    result = action()
+    return (kb("VmHWM:") - before) / 1024, result
+
+
 class ServeProcess:
     """``jaxmusic serve ARGS --port 0`` in a subprocess; ``url`` once it is listening.
 

@@ -131,6 +131,8 @@ function spectrogram(canvas, s) {
   const ctx = canvas.getContext("2d");
   if (!s || !s.frames) { ctx.clearRect(0, 0, canvas.width, canvas.height); return; }
   const bytes = Uint8Array.from(atob(s.data), (c) => c.charCodeAt(0));
+  $("spectrogram-caption").textContent = `${s.unit}, ${s.bins} bands over [${s.range[0]}, ` +
+    `${+s.range[1].toFixed(2)}], ${(s.frames * s.seconds_per_frame).toFixed(1)} s left to right`;
   canvas.width = s.frames;
   canvas.height = s.bins;
   const img = ctx.createImageData(s.frames, s.bins);
