@@ -21,9 +21,9 @@ Config ``augment.*`` (all off by default; see :func:`jaxmusic.config.base_config
                   valid values spread by ``c`` around the clip's mean.
 ``time_masks`` x ``time_mask_width``  SpecAugment time masks: each mask has a width
                   ``w ~ U{0..time_mask_width}`` (at most the length) and a start
-                  ``U{0..length - w}``; masked frames get the value 0.
+                  ``U{0..length - w}``; masked frames get the clip's mean.
 ``freq_masks`` x ``freq_mask_width``  SpecAugment frequency masks: ``f ~ U{0..width}``
-                  bands from ``U{0..F - f}``, value 0, on the valid frames.
+                  bands from ``U{0..F - f}``, the clip's mean, on the valid frames.
 ``mixup_alpha``   mixup (Zhang et al. 2018): ``lam ~ Beta(alpha, alpha)`` per clip,
                   a random partner from the batch (one permutation), features
                   ``lam x + (1 - lam) x_partner`` over the longer of the two lengths;
@@ -32,12 +32,17 @@ Config ``augment.*`` (all off by default; see :func:`jaxmusic.config.base_config
                   padding leaves the clip unmixed.
 
 Units: features reach the step standardised with the training split's per-feature
-mean and std when ``data.normalize`` is on. Masks set the value 0 (= the training
-mean there); contrast is the same in either unit; the gain is given in dB and
-converted with ``feature_scale = 1 / std`` (:func:`feature_scale`), so ``gain_db=6``
-means 6 dB of the mel spectrogram's dB scale whether the features are standardised
-or not. The gain applies to every feature column (on chroma rows it is a shift of
-the same size in their units; use it with the mel view).
+mean and std when ``data.normalize`` is on, in the stored units (mel dB, 0 dB the
+loudest) when it is off. A mask fills with the clip's mean: the mean over its valid
+frames and all features, as the mask stage receives the clip, in whichever unit (a
+constant such as 0 would be the training mean in one unit and the loudest level in
+the other). Contrast acts in the units the step sees: on standardised features it
+spreads them by ``c`` around the clip's standardised mean, which in dB is a spread of
+each band around a point of its own, not around the clip's dB mean. The gain is given
+in dB and converted with ``feature_scale = 1 / std`` (:func:`feature_scale`), so
+``gain_db=6`` means 6 dB of the mel spectrogram's dB scale whether the features are
+standardised or not. The gain applies to every feature column (on chroma rows it is a
+shift of the same size in their units; use it with the mel view).
 
 Order: crop / shift -> gain / contrast -> time masks -> frequency masks -> mixup.
 Each stage draws its own key (``jax.random.fold_in(rng, stage)``), so switching one
@@ -106,6 +111,14 @@ def _keep_padding(batch, new_features, row_change: jax.Array | None = None) -> d
     return dict(batch, features=jnp.where(valid[..., None], new_features, batch["features"]))
 
 
+def clip_mean(batch) -> jax.Array:
+    """Each clip's mean over its valid frames and all features, ``[B, 1, 1]``."""
+    x = batch["features"]
+    valid = _valid_frames(batch)
+    count = jnp.maximum(valid.sum(axis=1), 1)[:, None, None] * x.shape[2]
+    return jnp.sum(jnp.where(valid[..., None], x, 0.0), axis=(1, 2), keepdims=True) / count
+
+
 def _gather_time(features: jax.Array, index: jax.Array) -> jax.Array:
     """``out[b, t] = features[b, index[b, t]]``."""
     return jnp.take_along_axis(features, index[..., None], axis=1)
@@ -159,9 +172,7 @@ def draw_contrast(rng, batch_size: int, contrast: float) -> jax.Array:
 
 def apply_contrast(batch, factor: jax.Array) -> dict:
     x = batch["features"]
-    valid = _valid_frames(batch)
-    count = jnp.maximum(valid.sum(axis=1), 1)[:, None, None] * x.shape[2]
-    mean = jnp.sum(jnp.where(valid[..., None], x, 0.0), axis=(1, 2), keepdims=True) / count
+    mean = clip_mean(batch)
     return _keep_padding(batch, (mean + factor[:, None, None] * (x - mean)).astype(x.dtype))
 
 
@@ -176,18 +187,20 @@ def draw_masks(rng, limit: jax.Array, count: int, max_width: int) -> tuple[jax.A
     return start, width
 
 
-def apply_time_masks(batch, start: jax.Array, width: jax.Array, value: float = 0.0) -> dict:
-    t = jnp.arange(batch["features"].shape[1])[None, :, None]
+def apply_time_masks(batch, start: jax.Array, width: jax.Array) -> dict:
+    """Frames inside a mask take the clip's mean (:func:`clip_mean`)."""
+    x = batch["features"]
+    t = jnp.arange(x.shape[1])[None, :, None]
     hit = jnp.any((t >= start[:, None, :]) & (t < (start + width)[:, None, :]), axis=-1)   # [B, T]
-    return _keep_padding(batch, jnp.where(hit[..., None], jnp.asarray(value, batch["features"].dtype),
-                                          batch["features"]))
+    return _keep_padding(batch, jnp.where(hit[..., None], clip_mean(batch).astype(x.dtype), x))
 
 
-def apply_freq_masks(batch, start: jax.Array, width: jax.Array, value: float = 0.0) -> dict:
-    f = jnp.arange(batch["features"].shape[2])[None, :, None]
+def apply_freq_masks(batch, start: jax.Array, width: jax.Array) -> dict:
+    """Bands inside a mask take the clip's mean (:func:`clip_mean`) on the valid frames."""
+    x = batch["features"]
+    f = jnp.arange(x.shape[2])[None, :, None]
     hit = jnp.any((f >= start[:, None, :]) & (f < (start + width)[:, None, :]), axis=-1)   # [B, F]
-    return _keep_padding(batch, jnp.where(hit[:, None, :], jnp.asarray(value, batch["features"].dtype),
-                                          batch["features"]))
+    return _keep_padding(batch, jnp.where(hit[:, None, :], clip_mean(batch).astype(x.dtype), x))
 
 
 def draw_mixup(rng, batch_size: int, alpha: float) -> tuple[jax.Array, jax.Array]:

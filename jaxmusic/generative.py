@@ -157,7 +157,7 @@ def make_train_step(model, tx, abar: jax.Array, ema: float):
         updates, opt_state = tx.update(grads, state.opt_state, state.online_params)
         online = optax.apply_updates(state.online_params, updates)
         decay = jnp.minimum(ema, (1.0 + state.step) / (10.0 + state.step))   # short warm-up of the average
-        averaged = jax.tree_util.tree_map(lambda a, p: decay * a + (1.0 - decay) * p, state.params, online)
+        averaged = optax.incremental_update(online, state.params, 1.0 - decay)   # decay * avg + (1 - decay) * online
         return GeneratorState(state.step + 1, averaged, online, opt_state), loss
     return jax.jit(train_step, donate_argnums=(0,))
 

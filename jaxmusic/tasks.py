@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jax.scipy.stats
 import numpy as np
 
 from jaxmusic import metrics as host_metrics
@@ -46,11 +47,11 @@ def soft_rank(x: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
 
 
 def hard_rank(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Average ranks of ties among the masked entries (not differentiable)."""
-    m = mask.astype(jnp.float32)
-    gt = (x[:, None] > x[None, :]).astype(jnp.float32)
-    eq = (x[:, None] == x[None, :]).astype(jnp.float32)
-    return 0.5 + jnp.sum((gt + 0.5 * eq) * m[None, :], axis=1)
+    """Ranks from 1 among the masked entries, ties given their average rank (scipy's
+    ``rankdata``, as ``scipy.stats.spearmanr`` ranks); not differentiable. Entries outside
+    the mask (any value, NaN included) rank after every masked one and do not shift
+    their ranks (a masked entry of +inf would tie with them)."""
+    return jax.scipy.stats.rankdata(jnp.where(mask, x, jnp.inf), method="average")
 
 
 def masked_pearson(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
@@ -129,14 +130,13 @@ def bin_edges(values: np.ndarray, bins: int) -> tuple[float, ...]:
 
 
 def bin_labels(values, edges: Sequence[float]):
-    """Class of each value: the number of cut points it exceeds (``value > edge``);
-    NaN (unlabelled) -> NaN. numpy in, numpy (float) out; jax in, jax (int32, -1 for NaN) out."""
+    """Class of each value: the number of (sorted) cut points it exceeds (``value > edge``,
+    ``searchsorted`` on the left); NaN (unlabelled) -> NaN. numpy in, numpy (float) out;
+    jax in, jax (int32, -1 for NaN) out."""
     if isinstance(values, np.ndarray):
         v = np.asarray(values, np.float64)
-        out = (v[:, None] > np.asarray(edges)[None, :]).sum(axis=1).astype(np.float64)
-        return np.where(np.isnan(v), np.nan, out)
-    e = jnp.asarray(edges, jnp.float32)
-    lab_ = jnp.sum(values[:, None] > e[None, :], axis=1).astype(jnp.int32)
+        return np.where(np.isnan(v), np.nan, np.searchsorted(np.asarray(edges, np.float64), v))
+    lab_ = jnp.searchsorted(jnp.asarray(edges, jnp.float32), values).astype(jnp.int32)
     return jnp.where(jnp.isnan(values), -1, lab_)
 
 

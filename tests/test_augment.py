@@ -85,9 +85,18 @@ def test_shift_matches_numpy_roll():
         np.testing.assert_array_equal(out[b], ref)
 
 
+def _clip_means(x):
+    """Each clip's mean over its valid frames and all features, in float64 (numpy)."""
+    return np.array([x[b, :LENGTHS[b]].astype(np.float64).mean() for b in range(B)])
+
+
 def test_masks_match_numpy_reference():
+    """Masked values are the clip's mean (here dB-like, around -40: not 0 dB, the loudest)."""
     batch = _batch()
+    batch["features"] = jnp.where(jnp.arange(T)[None, :, None] < batch["lengths"][:, None, None],
+                                  batch["features"] * 10.0 - 40.0, 0.0)
     x = np.asarray(batch["features"])
+    mean = _clip_means(x)
     ts, tw = map(np.asarray, augment.draw_masks(jax.random.PRNGKey(5), batch["lengths"], 2, 6))
     assert np.all(tw <= np.minimum(6, LENGTHS)[:, None]) and np.all(ts + tw <= LENGTHS[:, None]) and np.all(ts >= 0)
     fs, fw = map(np.asarray, augment.draw_masks(jax.random.PRNGKey(6), jnp.full((B,), F), 2, 3))
@@ -97,11 +106,40 @@ def test_masks_match_numpy_reference():
     for b in range(B - 1):
         ref_t, ref_f = x[b].copy(), x[b].copy()
         for s, w in zip(ts[b], tw[b]):
-            ref_t[s:s + w] = 0.0
+            ref_t[s:s + w] = mean[b]
         for s, w in zip(fs[b], fw[b]):
-            ref_f[:LENGTHS[b], s:s + w] = 0.0
-        np.testing.assert_array_equal(t_out[b], ref_t)
-        np.testing.assert_array_equal(f_out[b], ref_f)
+            ref_f[:LENGTHS[b], s:s + w] = mean[b]
+        ref_t[LENGTHS[b]:] = 0.0                      # padding frames stay 0
+        np.testing.assert_allclose(t_out[b], ref_t, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(f_out[b], ref_f, rtol=1e-6, atol=1e-5)
+    assert np.any(tw[:B - 1] > 0) and np.any(fw[:B - 1] > 0)
+    np.testing.assert_array_equal(t_out[~MASK], x[~MASK])
+    np.testing.assert_array_equal(f_out[~MASK], x[~MASK])
+
+
+@pytest.mark.parametrize("unit_offset", [0.0, -40.0])
+def test_masks_in_the_jitted_chain_fill_with_each_clips_mean(unit_offset):
+    """Through ``apply`` under jit, standardised-like (offset 0) and dB-like (offset -40):
+    every masked value is its clip's numpy mean; the rest, padding included, is unchanged."""
+    batch = _batch(seed=3)
+    batch["features"] = jnp.where(jnp.arange(T)[None, :, None] < batch["lengths"][:, None, None],
+                                  batch["features"] + unit_offset, 0.0)
+    x = np.asarray(batch["features"])
+    cfg = {"time_masks": 2, "time_mask_width": 8}
+    out = np.asarray(jax.jit(lambda b, r: augment.apply(b, r, cfg))(batch, jax.random.PRNGKey(9))["features"])
+    mean = _clip_means(x)
+    changed = out != x
+    assert changed[:B - 1].any() and not changed[~MASK].any()
+    for b in range(B - 1):
+        rows = np.flatnonzero(changed[b].any(axis=1))
+        assert np.all(rows < LENGTHS[b])                       # never a padding frame
+        np.testing.assert_allclose(out[b, rows], np.full((len(rows), F), mean[b]), rtol=1e-6, atol=1e-5)
+    cfg = {"freq_masks": 2, "freq_mask_width": 3}
+    out = np.asarray(jax.jit(lambda b, r: augment.apply(b, r, cfg))(batch, jax.random.PRNGKey(9))["features"])
+    for b in range(B - 1):
+        bands = np.flatnonzero((out[b] != x[b]).any(axis=0))
+        np.testing.assert_allclose(out[b, :LENGTHS[b]][:, bands], mean[b], rtol=1e-6, atol=1e-5)
+        assert np.all(out[b, LENGTHS[b]:] == 0.0)
 
 
 def test_gain_contrast_in_db_units():

@@ -3,6 +3,7 @@ scikit-learn run directly, the bad-input cases, and the report showing a classic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -20,7 +21,7 @@ from jaxmusic import metrics  # noqa: E402
 from jaxmusic.baselines import experiment
 from jaxmusic.features import handcrafted  # noqa: E402
 from jaxmusic.baselines import models as M  # noqa: E402
-from jaxmusic.baselines.table import load_table  # noqa: E402
+from jaxmusic.baselines.table import FeatureTable, load_table  # noqa: E402
 from jaxmusic.data import lab  # noqa: E402
 from jaxmusic.data.lab import DatasetError  # noqa: E402
 from jaxmusic.data.tfrecords import split_train_validation  # noqa: E402
@@ -308,7 +309,9 @@ def test_boosted_trees_give_their_libraries_numbers(tmp_path):
             want["confusion_matrix"], name
 
 
-def test_search_is_sklearns_grid_search_with_group_folds(tmp_path):
+def test_search_is_sklearns_grid_search_with_group_folds_per_seed(tmp_path):
+    """Each seed's parameters come from a grid search on that seed's own train part (seed 0's
+    train part holds most of seed 1's validation clips), and its model is fitted with them."""
     from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 
     root = _genre_root(tmp_path / "data", n_train=32, n_test=8)
@@ -319,18 +322,30 @@ def test_search_is_sklearns_grid_search_with_group_folds(tmp_path):
     (set_dir / "train_groups.txt").write_text(
         "Id\tGroup\n" + "".join(f"{k}\t{v}\n" for k, v in groups.items()))
     s = experiment.run_baselines(root, "fma_genre_spectrograms", tmp_path / "runs",
-                                 experiment.Options(models=["knn"], seeds=1, search=True,
+                                 experiment.Options(models=["knn"], seeds=2, search=True,
                                                     folds=2), log=lambda *a: None)
-    got = json.loads((tmp_path / "runs" / "knn" / "metrics.json").read_text())["search"]
+    got = json.loads((tmp_path / "runs" / "knn" / "metrics.json").read_text())
     t = load_table(set_dir, "train")
-    tr, _ = split_train_validation(t.entries, 0.2, 0, groups)
-    itr = [t.ids.index(e.id) for e in tr]
-    est, grid = M.classifier("knn", 0)
-    gs = GridSearchCV(est, grid, scoring="f1_macro", refit=False,
-                      cv=StratifiedGroupKFold(2, shuffle=True, random_state=0))
-    gs.fit(t.X[itr], t.y[itr], groups=[groups[t.ids[i]] for i in itr])
-    assert got["params"] == gs.best_params_
-    assert got["cv_score"] == pytest.approx(gs.best_score_)
+    tt = load_table(set_dir, "test")
+    for seed in (0, 1):
+        tr, _ = split_train_validation(t.entries, 0.2, seed, groups)
+        itr = [t.ids.index(e.id) for e in tr]
+        est, grid = M.classifier("knn", seed)
+        gs = GridSearchCV(est, grid, scoring="f1_macro", refit=False,
+                          cv=StratifiedGroupKFold(2, shuffle=True, random_state=seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # n_neighbors 20 > a fold's clips
+            gs.fit(t.X[itr], t.y[itr], groups=[groups[t.ids[i]] for i in itr])
+        assert got["search"][seed]["params"] == gs.best_params_ == got["params"][seed]
+        assert got["search"][seed]["cv_score"] == pytest.approx(gs.best_score_)
+        assert got["search"][seed]["failed_points"] == \
+            int(np.isnan(gs.cv_results_["mean_test_score"]).sum())
+        # The seed's model is the searched one, fitted on its train part.
+        est.set_params(**gs.best_params_).fit(t.X[itr], t.y[itr])
+        want = metrics.classification_report(tt.y, est.predict(tt.X), list(lab.CLASSES))
+        assert got["seeds"]["test"]["macro_f1"]["values"][seed] == \
+            pytest.approx(want["macro_f1"], abs=1e-12)
+    assert got["search"][0]["params"] != got["search"][1]["params"]   # the seeds differ here
     assert s["search"] is True
 
 
@@ -346,3 +361,162 @@ def test_a_model_the_data_cannot_fit_is_a_recorded_skip(tmp_path):
     assert not (tmp_path / "runs" / "knn").exists() and (tmp_path / "runs" / "logreg").is_dir()
     vote = json.loads((tmp_path / "runs" / "voting" / "metrics.json").read_text())
     assert vote["voting_members"] == [["logreg"]]
+
+
+def _three_class_data(seed=0, per_class=12):
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1, 2], per_class)
+    X = rng.normal(size=(len(y), 6)) + y[:, None] * 1.5
+    return X, y
+
+
+def test_search_renumbers_a_folds_labels_when_a_class_sits_in_one_group():
+    """Class 1's clips all in one group: the fold holding that group trains on labels {0, 2},
+    which XGBoost refuses; the search must renumber them as the seeds' fits do, and give what
+    a hand-written loop over the same folds gives (not NaN and the grid's first point)."""
+    xgboost = pytest.importorskip("xgboost", reason="the baselines extra is not installed")
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import ParameterGrid, StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _three_class_data()
+    groups = [f"g{i}" if c != 1 else "one_song" for i, c in enumerate(y)]
+    got = experiment.search_params("xgboost", "genre", X, y, groups, 3, 1, seed=0)
+    folds = list(StratifiedGroupKFold(3, shuffle=True, random_state=0).split(X, y, groups))
+    assert any(1 not in y[tr] for tr, _ in folds)         # a fold trains without class 1
+    _, grid = M.classifier("xgboost", 0)
+    scores = []
+    for point in ParameterGrid({k.removeprefix("model__"): v for k, v in grid.items()}):
+        fold_scores = []
+        for tr, te in folds:
+            present = np.unique(y[tr])
+            est = make_pipeline(StandardScaler(), xgboost.XGBClassifier(
+                **{**dict(n_estimators=200, max_depth=4, learning_rate=0.1, subsample=0.8,
+                          colsample_bytree=0.5, tree_method="hist", n_jobs=1, random_state=0,
+                          verbosity=0), **point}))
+            est.fit(X[tr], np.searchsorted(present, y[tr]))
+            fold_scores.append(f1_score(y[te], present[est.predict(X[te])], average="macro"))
+        scores.append((float(np.mean(fold_scores)), point))
+    best = max(scores, key=lambda t: t[0])       # the first of equal scores, as sklearn
+    assert got["cv_score"] == pytest.approx(best[0], abs=1e-12)
+    assert got["params"] == {f"model__{k}": v for k, v in best[1].items()}
+    assert got["failed_points"] == 0
+
+
+def test_check_folds_counts_groups_per_class(tmp_path):
+    X, y = _three_class_data()
+    classes = ["Rock", "Jazz", "Pop"]
+    groups = [f"g{i // 2}" for i in range(len(y))]
+    experiment.check_folds(y, groups, 3, classes, "genre", tmp_path)      # 6 groups per class
+    jazz_in_two = [g if c != 1 else f"jazz{i % 2}" for i, (g, c) in enumerate(zip(groups, y))]
+    with pytest.raises(DatasetError, match=r"train_groups.txt: class 'Jazz' has 2 group\(s\) of "
+                                           r"training clips, fewer than --folds 3"):
+        experiment.check_folds(y, jazz_in_two, 3, classes, "genre", tmp_path)
+    experiment.check_folds(y, jazz_in_two, 2, classes, "genre", tmp_path)
+
+
+def test_a_search_with_no_cv_score_is_an_error_naming_the_model(monkeypatch):
+    """One big group: the fold holding it trains on 16 clips, where 18 or 20 neighbours
+    cannot be found, so every grid point scores NaN there (sklearn picks the first, warning)."""
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 20)
+    X = rng.normal(size=(40, 4)) + y[:, None]
+    groups = ["big" if i < 24 else f"g{i}" for i in range(40)]
+
+    def knn(name, seed, jobs=1):
+        return (Pipeline([("scale", StandardScaler()), ("model", KNeighborsClassifier())]),
+                {"model__n_neighbors": [18, 20]})
+    est, grid = knn("knn", 0)
+    gs = GridSearchCV(est, grid, scoring="f1_macro", refit=False,
+                      cv=StratifiedGroupKFold(2, shuffle=True, random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gs.fit(X, y, groups=groups)
+    split_scores = np.array([gs.cv_results_[f"split{i}_test_score"] for i in range(2)])
+    assert np.isnan(gs.cv_results_["mean_test_score"]).all() and not np.isnan(split_scores).all()
+    monkeypatch.setattr(M, "classifier", knn)
+    with pytest.raises(DatasetError, match=r"^knn: no point of the --search grid has a "
+                                           r"cross-validation score .*n_neighbors"):
+        experiment.search_params("knn", "genre", X, y, groups, 2, 1)
+
+
+def test_voting_validation_is_scored_on_clips_it_did_not_choose_on(tmp_path):
+    """Members chosen on one half of validation vote on the other half (and the reverse);
+    the test figure keeps the members chosen on all of validation."""
+    from sklearn.ensemble import VotingClassifier
+
+    root = _genre_root(tmp_path / "data", n_train=60, n_test=8)
+    models = ["knn", "logreg", "rf", "extratrees"]
+    experiment.run_baselines(root, "fma_genre_spectrograms", tmp_path / "runs",
+                             experiment.Options(models=models + ["voting"], seeds=2),
+                             log=lambda *a: None)
+    vote = json.loads((tmp_path / "runs" / "voting" / "metrics.json").read_text())
+    t = load_table(root / "fma_genre_spectrograms", "train")
+    tt = load_table(root / "fma_genre_spectrograms", "test")
+    classes = list(lab.CLASSES)
+    differs = False
+    for seed in range(2):
+        tr, va = split_train_validation(t.entries, 0.2, seed)
+        itr = [t.ids.index(e.id) for e in tr]
+        iva = np.asarray([t.ids.index(e.id) for e in va])
+        present = np.unique(t.y[itr])
+        prob = {}
+        for n in models:
+            est = M.classifier(n, seed)[0].fit(t.X[itr], np.searchsorted(present, t.y[itr]))
+            prob[n] = est.predict_proba(t.X[iva])
+
+        def best3(rows):
+            f1 = {n: metrics.classification_report(
+                t.y[iva][rows], present[prob[n][rows].argmax(1)], classes)["macro_f1"]
+                for n in models}
+            return sorted(models, key=lambda n: -f1[n])[:3]
+
+        half_a, half_b = split_train_validation(list(va), 0.5, seed)
+        a = np.asarray([list(va).index(e) for e in half_a])
+        b = np.asarray([list(va).index(e) for e in half_b])
+        pred = np.empty(len(iva), np.int64)
+        for pick, scored in ((a, b), (b, a)):
+            pred[scored] = present[np.mean([prob[n] for n in best3(pick)], 0).argmax(1)][scored]
+        want = metrics.classification_report(t.y[iva], pred, classes)["macro_f1"]
+        assert vote["seeds"]["validation"]["macro_f1"]["values"][seed] == \
+            pytest.approx(want, abs=1e-12)
+        assert vote["voting_validation_members"][seed] == [best3(a), best3(b)]
+        # Test: the three best on all of validation, as sklearn's VotingClassifier.
+        top = best3(np.arange(len(iva)))
+        assert vote["voting_members"][seed] == top
+        ests = [(n, M.classifier(n, seed)[0]) for n in top]
+        soft = VotingClassifier(ests, voting="soft").fit(t.X[itr],
+                                                         np.searchsorted(present, t.y[itr]))
+        assert vote["seeds"]["test"]["macro_f1"]["values"][seed] == pytest.approx(
+            metrics.classification_report(tt.y, present[soft.predict(tt.X)], classes)["macro_f1"],
+            abs=1e-12)
+        chosen_on_all = present[np.mean([prob[n] for n in top], 0).argmax(1)]
+        differs |= want != metrics.classification_report(t.y[iva], chosen_on_all,
+                                                          classes)["macro_f1"]
+    assert differs      # the figure chosen and scored on the same clips is another number
+
+
+def test_drop_constant_is_variance_threshold_and_keeps_what_varies(tmp_path):
+    """scikit-learn's VarianceThreshold drops exactly the columns whose max equals their min,
+    also a large constant whose float variance is not exactly 0, and keeps a tiny variation."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(7, 6))
+    X[:, 1] = 0.1                          # np.var of this is 1.9e-34, not 0, in float64
+    X[:, 3] = 2.5
+    X[:, 5] = X[0, 5]
+    X[4, 5] += 1e-9                        # varies, a little
+    assert np.var(X[:, 1]) > 0
+    table = FeatureTable([f"c{i}" for i in range(7)], X,
+                                    tuple(f"f{j}" for j in range(6)), None, None, [])
+    keep, dropped = experiment.drop_constant(table, tmp_path)
+    np.testing.assert_array_equal(keep, np.flatnonzero(X.max(0) != X.min(0)))
+    assert keep.tolist() == [0, 2, 4, 5]
+    assert [(d["feature"], d["value"]) for d in dropped] == [("f1", X[0, 1]), ("f3", 2.5)]
+    with pytest.raises(DatasetError, match="every feature is constant over the 7 training clips"):
+        experiment.drop_constant(dataclasses.replace(table, X=np.ones((7, 6))), tmp_path)

@@ -34,6 +34,13 @@ def test_bin_edges_and_labels_match_numpy():
     import jax.numpy as jnp
     np.testing.assert_array_equal(np.asarray(tasks.bin_labels(jnp.asarray(v, jnp.float32), edges)),
                                   np.where(np.isnan(v), -1, np.nan_to_num(lab_)).astype(int))
+    # On a cut point (not above it), and with equal cut points (tied quantiles).
+    for edges in ((0.25, 0.5), (0.5, 0.5, 0.75)):
+        w = np.array([0.0, 0.25, 0.3, 0.5, 0.50001, 0.75, 1.0, np.nan])
+        want = np.array([sum(x > e for e in edges) if not np.isnan(x) else np.nan for x in w])
+        np.testing.assert_array_equal(tasks.bin_labels(w, edges), want)
+        np.testing.assert_array_equal(np.asarray(tasks.bin_labels(jnp.asarray(w, jnp.float32), edges)),
+                                      np.where(np.isnan(want), -1, np.nan_to_num(want)).astype(int))
 
 
 def test_tertile_classes_of_the_training_split_are_balanced(tiny_prepared, tiny_data):

@@ -38,6 +38,22 @@ def test_soft_spearman_approaches_scipy_as_temperature_falls(seed):
     assert float(got) == pytest.approx(stats.spearmanr(pred[:40], target[:40]).statistic, abs=1e-3)
 
 
+def test_hard_rank_is_scipys_average_rank_among_the_masked():
+    """Ties get their average rank (as spearmanr ranks); rows outside the mask, NaN
+    included, neither get a say nor shift the others' ranks."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 6, 50).astype(np.float32)          # many ties
+    x[[3, 17]] = -np.inf                                    # ties at the bottom too
+    m = rng.random(50) < 0.7
+    x[~m & (np.arange(50) % 2 == 0)] = np.nan              # unlabelled rows, masked out
+    got = np.asarray(jax.jit(tasks.hard_rank)(jnp.asarray(x), jnp.asarray(m)))
+    np.testing.assert_array_equal(got[m], stats.rankdata(x[m], method="average"))
+    y = rng.normal(size=50).astype(np.float32)
+    r = float(tasks.masked_pearson(jnp.asarray(got), tasks.hard_rank(jnp.asarray(y), jnp.asarray(m)),
+                                   jnp.asarray(m)))
+    assert r == pytest.approx(stats.spearmanr(x[m], y[m]).statistic, abs=1e-5)
+
+
 def test_soft_spearman_gradient_is_finite_and_nonzero():
     rng = np.random.default_rng(0)
     pred, target = jnp.asarray(rng.random(32)), jnp.asarray(rng.random(32))

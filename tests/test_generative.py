@@ -13,7 +13,7 @@ import pytest
 from jaxmusic import generative, runs
 from jaxmusic.cli import main as cli_main
 from jaxmusic.config import cnn_model, lab_config
-from jaxmusic.data import tfrecords
+from jaxmusic.data import lab, tfrecords
 from jaxmusic.data.pipeline import PipelineConfig, PreparedSet, eval_batches
 from jaxmusic.models import diffusion
 from tests.conftest import write_genre_set, write_multitask_set
@@ -78,6 +78,10 @@ def test_ddim_update_is_song_eq12(eta, clip):
 
 def test_ddim_timesteps():
     np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 5), [999, 749, 500, 250, 0])
+    # Every schedule starts from pure noise (T - 1); a single step is one jump from there.
+    np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 1), [999])
+    np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 2), [999, 0])
+    np.testing.assert_array_equal(diffusion.ddim_timesteps(10, 10), np.arange(10)[::-1])
     with pytest.raises(ValueError, match="DDIM steps"):
         diffusion.ddim_timesteps(10, 11)
 
@@ -113,6 +117,82 @@ def test_loss_falls_on_a_tiny_batch():
     end = float(eval_loss(state.online_params)[0])
     np.testing.assert_allclose(start, power, rtol=1e-5)   # the output layers start at zero
     assert end < 0.3 * start, (start, end, history)
+
+
+def test_parameter_average_is_the_float64_moving_average():
+    """The sampled parameters: avg_{k+1} = d_k avg_k + (1 - d_k) online_{k+1} with
+    d_k = min(ema, (1 + k) / (10 + k)), against numpy in float64 over 12 steps."""
+    import optax
+
+    ema = 0.9
+    model = generative.make_denoiser(4, 2, (8, 8))
+    tx = optax.adam(1e-2)
+    abar = jnp.asarray(diffusion.alpha_bars(diffusion.linear_betas(1000)), jnp.float32)
+    state = generative.init_state(model, tx, 4, 8, seed=0)
+    step = generative.make_train_step(model, tx, abar, ema)
+    rng = np.random.default_rng(0)
+    avg = [np.asarray(p, np.float64) for p in jax.tree_util.tree_leaves(state.params)]
+    for k in range(12):
+        x0 = jnp.asarray(rng.normal(size=(4, 8, 4)), jnp.float32)
+        state, _ = step(state, x0, jnp.asarray([0, 1, 0, 1]), jax.random.PRNGKey(3))
+        d = min(ema, (1 + k) / (10 + k))
+        online = [np.asarray(p, np.float64) for p in jax.tree_util.tree_leaves(state.online_params)]
+        avg = [d * a + (1 - d) * o for a, o in zip(avg, online)]
+    got = [np.asarray(p) for p in jax.tree_util.tree_leaves(state.params)]
+    assert int(state.step) == 12
+    for g, want, o in zip(got, avg, online):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+    assert max(np.abs(w - o).max() for w, o in zip(avg, online)) > 1e-3   # the average lags
+
+
+def _structured_set(root, n_train=24, n_test=4):
+    """Rock: mel rising from -70 to -10 dB over the bands, Jazz: falling; 1 dB noise."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(-70.0, -10.0, lab.N_MEL)
+    profiles = {"Rock": np.r_[ramp, np.full(lab.N_CHROMA, 0.8)],
+                "Jazz": np.r_[ramp[::-1], np.full(lab.N_CHROMA, 0.2)]}
+    noise = np.r_[np.full(lab.N_MEL, 1.0), np.full(lab.N_CHROMA, 0.02)]
+    for split, n in (("train", n_train), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            genre = ["Rock", "Jazz"][i % 2]
+            name = lab.feature_file_name(f"{split[:2]}{i:04d}")
+            x = profiles[genre][None, :] + rng.normal(0.0, noise, (24, lab.N_MEL + lab.N_CHROMA))
+            lab.save_features(root / "fma_genre_spectrograms" / split / name, x.astype(np.float32))
+            rows.append((name, genre))
+        lab.write_genre_labels(root / "fma_genre_spectrograms" / f"{split}_labels.txt", rows)
+
+
+@pytest.mark.parametrize("ddim_steps", [1, 2])
+def test_few_step_samples_are_their_class_not_noise(structured_generator, ddim_steps):
+    """A 1- and a 2-step sample (standardised units) lies near its class's mean training
+    clip: its mean squared distance is under a quarter of pure Gaussian noise's, and of
+    its distance to the other class's mean. (One step from t = 0 returned the noise.)"""
+    gen, means, labels = structured_generator
+    x = gen.sample(labels, seed=0, ddim_steps=ddim_steps, standardised=True)
+    noise = np.random.default_rng(1).normal(size=x.shape)
+    own = means[labels][:, None, :]
+    other = means[labels[::-1]][:, None, :]
+    d_sample = np.mean((x - own) ** 2)
+    assert d_sample < 0.25 * np.mean((noise - own) ** 2)
+    assert d_sample < 0.25 * np.mean((x - other) ** 2)
+
+
+@pytest.fixture(scope="module")
+def structured_generator(tmp_path_factory):
+    root = tmp_path_factory.mktemp("structured")
+    _structured_set(root / "data")
+    tfrecords.prepare(root / "data", "fma_genre_spectrograms", root / "prepared",
+                      tfrecords.PrepareOptions(shards=1, progress=False))
+    prepared = root / "prepared" / "fma_genre_spectrograms"
+    cfg = generative.GeneratorConfig(crop=16, channels=(16, 16), steps=200, batch_size=8,
+                                     learning_rate=3e-3, ema=0.9, log_every=100)
+    generative.train_generator(prepared, root / "gen", cfg, progress=False)
+    clips, labels, _ = generative.load_training_clips(PreparedSet.open(prepared), 16)
+    means = np.zeros((int(labels.max()) + 1, clips[0].shape[1]))
+    for k in np.unique(labels):                # each class's mean frame, standardised
+        means[k] = np.mean([c.mean(axis=0) for c, l in zip(clips, labels) if l == k], axis=0)
+    return generative.Generator(root / "gen"), means, np.repeat(np.unique(labels), 4)
 
 
 @pytest.fixture(scope="module")

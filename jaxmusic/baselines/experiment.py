@@ -10,20 +10,28 @@ macro/micro/weighted F1, per-class report, confusion matrix; Spearman per axis
 for regression); ``seeds`` there holds every seed's headline numbers and their
 mean and sample standard deviation (``ddof=1``).
 
-``search``: a grid search (:mod:`jaxmusic.baselines.models` grids) with
-``folds``-fold cross-validation on seed 0's train part, stratified and
+``search``: per seed, a grid search (:mod:`jaxmusic.baselines.models` grids) with
+``folds``-fold cross-validation on that seed's train part, stratified and
 group-aware (``StratifiedGroupKFold`` / ``GroupKFold`` when the set has groups),
-scored by macro F1 (genre) or mean Spearman (regression); the best parameters
-are then used for every seed.
+scored by macro F1 (genre) or mean Spearman (regression); the seed's model is fitted
+with its own search's best parameters, so no validation clip takes part in choosing
+them. Classifiers are fitted on each fold's labels renumbered (a fold may lack a
+class); a grid none of whose points has a CV score is an error naming the model.
 
 ``voting``: per seed, soft voting (mean class probabilities; regression: mean
-prediction) over the three other models with the best validation score.
+prediction) over the three other models with the best validation score; those
+members give its test scores. Its validation score is cross-fitted, since the members
+were chosen on validation: the split is cut in two halves (stratified, whole groups)
+and each half is scored by the vote of the three best on the other half
+(``voting_validation_members``).
 
 Recorded skips (in ``baselines.json`` and printed, never a traceback): an
 optional package that is missing (its model), a model its estimator refuses for
 this data (e.g. more neighbours than training clips: that model), features
-constant over the training clips (dropped). Refused with a one-line :class:`DatasetError`: a class
-with fewer training clips than ``folds`` under ``search``, NaN in an array.
+constant over the training clips (dropped), voting on a validation split that cannot be
+cut in two. Refused with a one-line :class:`DatasetError`: a class with fewer training
+clips (or groups) than ``folds`` under ``search``, a search grid with no CV score, NaN
+in an array.
 """
 
 from __future__ import annotations
@@ -31,9 +39,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn import model_selection as ms
+from sklearn.exceptions import FitFailedWarning
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.metrics import make_scorer
 
 from jaxmusic import metrics, workers
 from jaxmusic.baselines import models as M
@@ -69,14 +82,19 @@ def mean_std(values) -> dict:
             "values": [float(x) for x in v]}
 
 
-def drop_constant(train: FeatureTable) -> tuple[np.ndarray, list[dict]]:
-    """Columns to keep, and a record of each constant one (name, value, why)."""
+def drop_constant(train: FeatureTable, set_dir: Path) -> tuple[np.ndarray, list[dict]]:
+    """Columns to keep (scikit-learn's ``VarianceThreshold``: the constant ones go), and a
+    record of each constant one (name, value, why)."""
     X = train.X
-    const = X.max(axis=0) == X.min(axis=0)
+    try:
+        keep = VarianceThreshold().fit(X).get_support()
+    except ValueError:           # every column constant
+        raise DatasetError(f"every feature is constant over the {len(X)} training clips",
+                           file=set_dir) from None
     dropped = [{"feature": train.names[i], "value": float(X[0, i]),
                 "reason": f"constant over the {len(X)} training clips"}
-               for i in np.flatnonzero(const)]
-    return np.flatnonzero(~const), dropped
+               for i in np.flatnonzero(~keep)]
+    return np.flatnonzero(keep), dropped
 
 
 def seed_splits(table: FeatureTable, set_dir: Path, seeds: int, fraction: float):
@@ -94,7 +112,9 @@ def seed_splits(table: FeatureTable, set_dir: Path, seeds: int, fraction: float)
 
 
 def check_folds(y: np.ndarray, groups, folds: int, classes, kind: str, set_dir: Path) -> None:
-    """Refuse, in one line, a search the data cannot fold ``folds`` ways."""
+    """Refuse, in one line, a search the data cannot fold ``folds`` ways: a class needs
+    ``folds`` training clips, or with groups ``folds`` groups (a class inside fewer groups
+    is missing from the training part of a fold)."""
     if folds < 2:
         raise DatasetError(f"--folds must be at least 2, got {folds}")
     if groups is not None and len(set(groups)) < folds:
@@ -102,18 +122,21 @@ def check_folds(y: np.ndarray, groups, folds: int, classes, kind: str, set_dir: 
                            f"--folds {folds}", file=set_dir / "train_groups.txt")
     if kind == "genre":
         counts = np.bincount(y, minlength=len(classes))
-        present = [(classes[c], int(n)) for c, n in enumerate(counts) if 0 < n < folds]
-        if present:
-            name, n = min(present, key=lambda t: t[1])
-            raise DatasetError(f"class {name!r} has {n} training clip(s), fewer than --folds "
-                               f"{folds}: lower --folds or leave --search off", file=set_dir)
+        if groups is None:
+            units, what, file = counts, "training clip(s)", set_dir
+        else:
+            units = [len({g for g, c in zip(groups, y) if c == k}) for k in range(len(classes))]
+            what, file = "group(s) of training clips", set_dir / "train_groups.txt"
+        short = [(classes[c], int(n)) for c, n in enumerate(units) if counts[c] and n < folds]
+        if short:
+            name, n = min(short, key=lambda t: t[1])
+            raise DatasetError(f"class {name!r} has {n} {what}, fewer than --folds "
+                               f"{folds}: lower --folds or leave --search off", file=file)
     elif len(y) < folds:
         raise DatasetError(f"{len(y)} training clips, fewer than --folds {folds}", file=set_dir)
 
 
 def _spearman_scorer():
-    from sklearn.metrics import make_scorer
-
     def score(y_true, y_pred):
         return float(np.mean([metrics.spearman(y_true[:, i], y_pred[:, i])
                               for i in range(y_true.shape[1])]))
@@ -121,43 +144,79 @@ def _spearman_scorer():
 
 
 def search_params(name, kind, X, y, groups, folds, jobs, seed=0) -> dict:
-    """Grid search on (X, y); the best parameters and their CV score."""
-    from sklearn import model_selection as ms
-
+    """Grid search on (X, y); the best parameters and their CV score. Classifiers are
+    fitted on each fold's labels renumbered (:class:`models.Reindexed`). A search whose
+    every grid point failed in some fold (no CV score) is a :class:`DatasetError`."""
     est, grid = M.factory(kind)(name, seed, jobs)
     if kind == "genre":
         cv = (ms.StratifiedGroupKFold(folds, shuffle=True, random_state=seed) if groups is not None
               else ms.StratifiedKFold(folds, shuffle=True, random_state=seed))
+        splits = list(cv.split(X, y, groups))
+        if name == "svm":       # Platt scaling's folds within the smallest class of any fold
+            est.set_params(model__cv=_calibration_folds(min(
+                np.unique(y[tr], return_counts=True)[1].min() for tr, _ in splits)))
+        est, grid = M.Reindexed(est), {f"estimator__{k}": v for k, v in grid.items()}
         scoring = "f1_macro"
     else:
         cv = ms.GroupKFold(folds) if groups is not None else ms.KFold(folds, shuffle=True,
                                                                        random_state=seed)
+        splits = list(cv.split(X, y, groups))
         scoring = _spearman_scorer()
-    gs = ms.GridSearchCV(est, grid, scoring=scoring, cv=cv, refit=False, n_jobs=1)
-    gs.fit(X, y, groups=groups)
-    return {"params": dict(gs.best_params_), "cv_score": float(gs.best_score_),
-            "scoring": "macro F1" if kind == "genre" else "Spearman mean", "folds": folds}
+    gs = ms.GridSearchCV(est, grid, scoring=scoring, cv=splits, refit=False, n_jobs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            gs.fit(X, y)
+        except ValueError as e:          # scikit-learn: every fit failed
+            raise DatasetError(f"{name}: every fit of the --search grid failed "
+                               f"({_last_line(str(e))})") from None
+    failures = [w for w in caught if _failed_fit(w)]
+    for w in caught:
+        if not _failed_fit(w):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    failed = int(np.isnan(gs.cv_results_["mean_test_score"]).sum())
+    if failed == len(gs.cv_results_["mean_test_score"]):
+        why = _last_line(str(failures[0].message)) if failures else "NaN scores"
+        raise DatasetError(f"{name}: no point of the --search grid has a cross-validation score "
+                           f"(each failed or scored NaN in some fold: {why})")
+    params = {k.removeprefix("estimator__"): v for k, v in gs.best_params_.items()}
+    return {"params": params, "cv_score": float(gs.best_score_),
+            "scoring": "macro F1" if kind == "genre" else "Spearman mean", "folds": folds,
+            "failed_points": failed}
+
+
+def _failed_fit(w: warnings.WarningMessage) -> bool:
+    """A warning of scikit-learn's grid search saying a fit or its scoring failed, or that
+    some scores are NaN (``failed_points`` counts those)."""
+    return issubclass(w.category, FitFailedWarning) or str(w.message).startswith(
+        ("Scoring failed", "One or more of the test scores are non-finite"))
+
+
+def _last_line(text: str) -> str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else "no message"
 
 
 def _fit_predict(name, kind, seed, jobs, params, Xtr, ytr, Xs):
-    """Fit one model; for each X in Xs: (prediction, probabilities or None)."""
+    """Fit one model; for each X in Xs: (prediction, probabilities or None); and the
+    classes present in ``ytr`` (the probabilities' columns; None for regression)."""
     est, _ = M.factory(kind)(name, seed, jobs)
     if params:
         est.set_params(**params)
     if kind == "genre":
-        present, counts = np.unique(ytr, return_counts=True)
         if name == "svm":
-            est.set_params(model__cv=_calibration_folds(counts))
-        est.fit(Xtr, np.searchsorted(present, ytr))
-        return [(present[est.predict(X)], est.predict_proba(X)) for X in Xs], present
+            est.set_params(model__cv=_calibration_folds(np.unique(ytr, return_counts=True)[1].min()))
+        est = M.Reindexed(est).fit(Xtr, ytr)
+        return [(est.predict(X), est.predict_proba(X)) for X in Xs], est.classes_
     est.fit(Xtr, ytr)
     return [(np.asarray(est.predict(X), np.float64).reshape(len(X), -1), None) for X in Xs], None
 
 
-def _calibration_folds(counts) -> int:
-    k = min(M.SVM_CALIBRATION_FOLDS, int(counts.min()))
+def _calibration_folds(smallest: int) -> int:
+    k = min(M.SVM_CALIBRATION_FOLDS, int(smallest))
     if k < 2:
-        raise DatasetError("svm: a class has a single clip in the train part, too few to "
+        raise DatasetError("svm: a class has a single clip in a training part (of a seed, or "
+                           "of a --search fold), too few to "
                            "calibrate probabilities; leave svm out (--models) or merge the class")
     return k
 
@@ -206,7 +265,7 @@ def _run(source, set_name, workdir, opts: Options, log) -> dict:
     test = load_table(set_dir, "test", jobs=opts.jobs, cache=workdir / "features",
                       use_audio=opts.use_audio)
     features_s = time.perf_counter() - t0
-    keep, dropped = drop_constant(train)
+    keep, dropped = drop_constant(train, set_dir)
     for d in dropped:
         log(f"baselines: feature {d['feature']} dropped: {d['reason']} (value {d['value']:g})")
     Xtr_all, Xte = train.X[:, keep], test.X[:, keep]
@@ -223,18 +282,26 @@ def _run(source, set_name, workdir, opts: Options, log) -> dict:
         elif n != "voting":
             fit_models.append(n)
 
-    searched: dict[str, dict] = {}
+    # --search: a grid search per seed on that seed's train part (never on its validation).
+    searched: dict[str, list[dict]] = {}
     if opts.search:
-        tr0 = splits[0][0]
-        g0 = None if train.groups is None else [train.groups[i] for i in tr0]
-        check_folds(train.y[tr0], g0, opts.folds, classes, kind, set_dir)
+        parts = [(tr, None if train.groups is None else [train.groups[i] for i in tr])
+                 for tr, _ in splits]
+        for s, (tr, g) in enumerate(parts):
+            try:
+                check_folds(train.y[tr], g, opts.folds, classes, kind, set_dir)
+            except DatasetError as e:
+                raise DatasetError(f"seed {s}: {e.reason}", file=e.file) from None
         for n in fit_models:
-            t = time.perf_counter()
-            searched[n] = search_params(n, kind, Xtr_all[tr0], train.y[tr0], g0, opts.folds,
-                                        opts.jobs)
-            searched[n]["time_s"] = time.perf_counter() - t
-            log(f"baselines: {n} search: {searched[n]['params']} "
-                f"(CV {searched[n]['scoring']} {searched[n]['cv_score']:.3f})")
+            searched[n] = []
+            for s, (tr, g) in enumerate(parts):
+                t = time.perf_counter()
+                r = search_params(n, kind, Xtr_all[tr], train.y[tr], g, opts.folds, opts.jobs,
+                                  seed=s)
+                searched[n].append({"seed": s, **r, "time_s": time.perf_counter() - t})
+                log(f"baselines: {n} search, seed {s}: {r['params']} (CV {r['scoring']} "
+                    f"{r['cv_score']:.3f}" + (f"; {r['failed_points']} grid point(s) failed in "
+                                              "some fold" if r["failed_points"] else "") + ")")
 
     # per model, per seed: {"validation": report, "test": report, "val_out", "test_out", ...}
     results: dict[str, list[dict]] = {n: [] for n in fit_models}
@@ -244,7 +311,7 @@ def _run(source, set_name, workdir, opts: Options, log) -> dict:
         for s, (tr, va) in enumerate(splits):
             try:
                 outs, present = _fit_predict(n, kind, s, opts.jobs,
-                                             searched.get(n, {}).get("params"),
+                                             searched[n][s]["params"] if searched else None,
                                              Xtr_all[tr], train.y[tr], [Xtr_all[va], Xte])
             except ValueError as e:        # e.g. more neighbours than training clips
                 why = f"seed {s}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
@@ -265,52 +332,38 @@ def _run(source, set_name, workdir, opts: Options, log) -> dict:
             + ", ".join(f"{_headline(kind, r['validation']):.3f}" for r in results[n])
             + f" ({times[n]:.1f} s)")
 
-    members: list[list[str]] = []
     if "voting" in names and not fit_models:
         skipped.append({"model": "voting", "reason": "no other model ran"})
         log("baselines: voting skipped: no other model ran")
     if "voting" in names and fit_models:
-        results["voting"] = []
-        for s, (tr, va) in enumerate(splits):
-            ranked = sorted(fit_models, key=lambda n: -_headline(kind, results[n][s]["validation"]))
-            top = ranked[:M.VOTING_MEMBERS]
-            members.append(top)
-            res = {"members": top}
-            for part, y_true in (("val", train.y[va]), ("test", test.y)):
-                if kind == "genre":
-                    present = results[top[0]][s]["present"]
-                    prob = np.mean([results[n][s][part][1] for n in top], axis=0)
-                    pred = present[np.argmax(prob, axis=1)]
-                else:
-                    prob = None
-                    pred = np.mean([results[n][s][part][0] for n in top], axis=0)
-                res[part] = (pred, prob)
-                if part == "val":
-                    res["validation"] = _score(kind, y_true, pred, classes)
-                elif test_labelled:
-                    res["test_report"] = _score(kind, y_true, pred, classes)
-                else:
-                    res["test_report"] = None
-            results["voting"].append(res)
-        times["voting"] = 0.0
+        groups = None if train.groups is None else dict(zip(train.ids, train.groups))
+        try:
+            results["voting"] = [_voting(kind, fit_models, results, s, train, va, groups, test.y,
+                                         classes, test_labelled)
+                                 for s, (_, va) in enumerate(splits)]
+            times["voting"] = 0.0
+        except _NoVote as e:
+            skipped.append({"model": "voting", "reason": str(e)})
+            log(f"baselines: voting skipped: {e}")
 
     summary_rows = []
     for n, per_seed in results.items():
         run_dir = workdir / n
         run_dir.mkdir(parents=True, exist_ok=True)
         out = _metrics(n, task, set_name, per_seed, kind, classes, test_labelled)
-        out["params"] = searched.get(n, {}).get("params")
+        out["params"] = [r["params"] for r in searched[n]] if n in searched else None
         out["search"] = searched.get(n)
         out["fit_s"] = round(times.get(n, 0.0), 3)
         out["features"] = {"count": int(len(keep)), "dropped_constant": len(dropped)}
         if n == "voting":
-            out["voting_members"] = members
+            out["voting_members"] = [r["members"] for r in per_seed]
+            out["voting_validation_members"] = [r["validation_members"] for r in per_seed]
         if kind != "genre":
             path = run_dir / f"predictions_{set_name}.csv"
             write_predictions(path, test.ids, per_seed[0]["test"][0], lab.TARGETS)
             out["predictions"] = {set_name: str(path)}
         config = {"name": n, "task": task, "kind": "classic",
-                  "model": {"name": n, **(out["params"] or {})},
+                  "model": {"name": n, **_seed_params(out["params"])},
                   "data": {"set": set_name, "view": VIEW, "source": str(Path(source))},
                   "baseline": {"seeds": opts.seeds, "search": opts.search, "folds": opts.folds,
                                "validation_fraction": opts.validation_fraction,
@@ -351,6 +404,69 @@ def _run(source, set_name, workdir, opts: Options, log) -> dict:
     (workdir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     (workdir / COMPARISON_NAME).write_text(json.dumps(comparison, indent=2) + "\n")
     return summary
+
+
+class _NoVote(Exception):
+    """Voting cannot be scored on held-out validation clips (a recorded skip)."""
+
+
+def validation_halves(table: FeatureTable, va: np.ndarray, seed: int, groups) -> tuple:
+    """Positions in ``va`` of its two halves (as :func:`split_train_validation` cuts at 0.5:
+    stratified, whole groups)."""
+    entries = [table.entries[i] for i in va]
+    a, b = split_train_validation(entries, 0.5, seed, groups)
+    pos = {e.id: j for j, e in enumerate(entries)}
+    return (np.asarray([pos[e.id] for e in a], np.int64),
+            np.asarray([pos[e.id] for e in b], np.int64))
+
+
+def _top(kind, models, results, s, y_val, rows, classes) -> list[str]:
+    """The ``VOTING_MEMBERS`` models with the best validation score on validation ``rows``."""
+    def score(n):
+        v = _headline(kind, _score(kind, y_val[rows], results[n][s]["val"][0][rows], classes))
+        return v if np.isfinite(v) else -np.inf
+    return sorted(models, key=lambda n: -score(n))[:M.VOTING_MEMBERS]
+
+
+def _vote(kind, results, members, s, part):
+    """``members``' soft vote on ``part`` ("val" or "test"): (prediction, probabilities)."""
+    if kind == "genre":
+        prob = np.mean([results[n][s][part][1] for n in members], axis=0)
+        return results[members[0]][s]["present"][np.argmax(prob, axis=1)], prob
+    return np.mean([results[n][s][part][0] for n in members], axis=0), None
+
+
+def _voting(kind, models, results, s, train, va, groups, y_test, classes, test_labelled) -> dict:
+    """Seed ``s``'s vote. Its members (for the test split) are the best on all of
+    validation; its validation score is cross-fitted, never on the clips it chose on:
+    each half of validation is scored by the vote of the members best on the other half."""
+    y_val = train.y[va]
+    members = _top(kind, models, results, s, y_val, slice(None), classes)
+    test_pred = _vote(kind, results, members, s, "test")
+    halves = validation_halves(train, va, s, groups)
+    if not all(len(h) for h in halves):
+        raise _NoVote(f"seed {s}: the validation split ({len(va)} clips) cannot be cut in two "
+                      "halves (one to choose the members on, one to score them)")
+    pred, prob = (None if p is None else p.copy() for p in _vote(kind, results, members, s, "val"))
+    chosen = []
+    for pick, scored in (halves, halves[::-1]):
+        top = _top(kind, models, results, s, y_val, pick, classes)
+        p, pr = _vote(kind, results, top, s, "val")
+        pred[scored] = p[scored]
+        if pr is not None:
+            prob[scored] = pr[scored]
+        chosen.append(top)
+    return {"members": members, "validation_members": chosen, "val": (pred, prob),
+            "test": test_pred, "validation": _score(kind, y_val, pred, classes),
+            "test_report": _score(kind, y_test, test_pred[0], classes) if test_labelled else None}
+
+
+def _seed_params(per_seed: list[dict] | None) -> dict:
+    """Searched parameters for config.json: a value the seeds agree on, else the per-seed list."""
+    if not per_seed:
+        return {}
+    return {k: per_seed[0][k] if all(p[k] == per_seed[0][k] for p in per_seed)
+            else [p[k] for p in per_seed] for k in per_seed[0]}
 
 
 def _metrics(name, task, set_name, per_seed, kind, classes, test_labelled) -> dict:

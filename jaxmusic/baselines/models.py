@@ -17,12 +17,36 @@ from __future__ import annotations
 import importlib.util
 from typing import Callable
 
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+
 CLASSIFIERS = ("svm", "knn", "logreg", "rf", "extratrees", "xgboost", "lightgbm", "voting")
 REGRESSORS = ("svr", "ridge", "knn", "rf", "extratrees", "gbr", "xgboost", "lightgbm", "voting")
 ALIASES = {"regression": {"svm": "svr", "logreg": "ridge"}}
 OPTIONAL = {"xgboost": "xgboost", "lightgbm": "lightgbm"}   # model -> Python package
 VOTING_MEMBERS = 3
 SVM_CALIBRATION_FOLDS = 5     # fewer when a class has fewer training clips (at least 2)
+
+
+class Reindexed(ClassifierMixin, BaseEstimator):
+    """``estimator`` fitted on its training labels renumbered ``0..k-1`` (the classes
+    present, ``classes_``), predicting the original labels; ``predict_proba``'s columns
+    follow ``classes_``. XGBoost refuses labels such as ``{0, 2}``, which a training
+    part or a cross-validation fold lacking a class gives."""
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.estimator_ = clone(self.estimator).fit(X, np.searchsorted(self.classes_, y))
+        return self
+
+    def predict(self, X):
+        return self.classes_[self.estimator_.predict(X)]
+
+    def predict_proba(self, X):
+        return self.estimator_.predict_proba(X)
 
 
 class MissingPackage(Exception):

@@ -25,7 +25,7 @@ def add_arguments(parser, command: str = "baselines") -> None:
     parser.add_argument("--seeds", type=int, default=5,
                         help="seeded train/validation splits (mean ± std over them; default 5)")
     parser.add_argument("--search", action="store_true",
-                        help="grid search with group-aware k-fold CV on seed 0's train part")
+                        help="grid search with group-aware k-fold CV, per seed on that seed's train part")
     parser.add_argument("--folds", type=int, default=3, help="CV folds of --search (default 3)")
     parser.add_argument("--validation-fraction", type=float, default=0.2)
     parser.add_argument("--jobs", type=int, default=1,

@@ -90,10 +90,13 @@ def ddim_step(x_t: jax.Array, eps: jax.Array, abar_t, abar_prev, *, eta: float =
 
 
 def ddim_timesteps(train_steps: int, sample_steps: int) -> np.ndarray:
-    """``sample_steps`` training timesteps, evenly spaced, from the last down to 0."""
+    """``sample_steps`` training timesteps, evenly spaced, from the last (``T - 1``, pure
+    noise) down to 0; a single step is ``[T - 1]`` (one jump from noise to the data)."""
     if not 1 <= sample_steps <= train_steps:
         raise ValueError(f"DDIM steps must be in [1, {train_steps}], got {sample_steps}")
-    return np.unique(np.linspace(0, train_steps - 1, sample_steps).round().astype(np.int64))[::-1]
+    if sample_steps == 1:
+        return np.array([train_steps - 1], np.int64)
+    return np.linspace(0, train_steps - 1, sample_steps).round().astype(np.int64)[::-1]
 
 
 # --- the denoiser -------------------------------------------------------------------
