@@ -32,7 +32,11 @@ ELEMENTWISE_TOLERANCE = 1.10
 
 
 def xla_flops(fn, *args) -> float:
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    """XLA's FLOPs of ``fn`` compiled for the CPU, whatever the default backend
+    (benchmarks/gpu_check.sh runs this file on a GPU machine)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        args = jax.device_put(args, jax.devices("cpu")[0])
+        cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
         cost = cost[0]
     return float(cost["flops"])
@@ -43,10 +47,11 @@ def xla_counts(model_cfg: dict, batch: int, steps: int, features: int) -> tuple[
     cross-entropy with respect to the parameters (forward + backward, train mode)."""
     model = Model(build_backbone(model_cfg, features, steps), ClassifierHead(CLASSES))
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(batch, steps, features)), jnp.float32)
-    lengths = jnp.full((batch,), steps, jnp.int32).at[0].set(steps // 2)
-    labels = jnp.arange(batch) % CLASSES
-    variables = model.init({"params": jax.random.PRNGKey(0)}, x, lengths, train=False)
+    with jax.default_device(jax.devices("cpu")[0]):
+        x = jnp.asarray(rng.normal(size=(batch, steps, features)), jnp.float32)
+        lengths = jnp.full((batch,), steps, jnp.int32).at[0].set(steps // 2)
+        labels = jnp.arange(batch) % CLASSES
+        variables = model.init({"params": jax.random.PRNGKey(0)}, x, lengths, train=False)
     params = variables["params"]
     rest = {k: v for k, v in variables.items() if k != "params"}
 
