@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# The headline sweep on one NVIDIA GPU: benchmarks/gpu.sh OUTDIR [--quick]
-# Writes OUTDIR/results.json and OUTDIR/RESULTS.md within 8 minutes (sections that would
-# start after 6 are skipped and listed; the sweep is stopped at 7.5). Needs jax (CUDA), flax, optax, orbax-checkpoint,
-# torch and ml_collections (the library's configs); not tensorflow or librosa (synthetic
-# inputs). Missing pure-Python wheels can be carried in $JAXMUSIC_WHEELS (a folder).
+# The accelerator sweep on one NVIDIA GPU: benchmarks/gpu.sh OUTDIR [--quick]
+# Writes OUTDIR/results.json, OUTDIR/RESULTS.md (goals table) and the samples/s-against-batch
+# plots (OUTDIR/train_throughput.png, infer_throughput.png) within 8 minutes: each section has
+# a time slice, the budget arithmetic is in benchmarks/gpu.py's docstring; the sweep is
+# stopped at 470 s whatever happens and the report written from the points saved.
+# Needs jax (CUDA), flax, optax, orbax-checkpoint, torch, numpy, matplotlib and ml_collections
+# (the library's configs); not tensorflow, librosa or soundfile (synthetic inputs).
+# ml_collections is not on the device machine: carry its wheel (/work/.library/device/README.md).
+# Once, here, in the repository root:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 -d .whl ml_collections==1.1.0
+# then the device run names .whl in carry and runs:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+#     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; benchmarks/gpu.sh "$OUT/gpu"
+# (or JAXMUSIC_WHEELS=.whl benchmarks/gpu.sh "$OUT/gpu": the script installs from that folder)
 set -euo pipefail
 if [ $# -lt 1 ]; then
   echo "usage: benchmarks/gpu.sh OUTDIR [--quick]" >&2
@@ -19,8 +30,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
 export TF_CPP_MIN_LOG_LEVEL=2
 status=0
-# 450 s for the sweep; if it is cut short, the points it saved are still reported
-timeout 450 "$PY" -m benchmarks.gpu "$@" || status=$?
+# 470 s for the sweep; if it is cut short, the points it saved are still reported
+timeout 470 "$PY" -m benchmarks.gpu "$@" || status=$?
 if [ "$status" -ne 0 ] && [ -f "$1/results.json" ]; then
   "$PY" -m benchmarks.run --report-only --out "$1" || true
 fi

@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="suffix '@TAG' for every variant name of this run (e.g. the XLA_FLAGS in use), "
                              "so that its records sit next to untagged ones in one results.json")
     parser.add_argument("--peak-n", type=int, default=None, help="matmul size of the peak measurement")
+    parser.add_argument("--float32-matmul", default="tf32", choices=variants.FLOAT32_MATMUL,
+                        help="float32 products on an accelerator, the same for JAX and PyTorch: tf32 "
+                             "(TensorFloat-32 on both sides; JAX's GPU default) or ieee (full float32 on "
+                             "both); ignored on a CPU")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no point after this many seconds of the run, nor one the previous "
+                             "batch's time says would end past it; those are recorded as skipped (time)")
     parser.add_argument("--report-only", action="store_true",
                         help="only rewrite RESULTS.md and the plots from --out's results.json")
     parser.add_argument("--epoch", action="store_true", help="also run the end-to-end epoch")
@@ -144,9 +151,10 @@ def _spread(values: list[float], scale: float = 1.0) -> dict:
 
 
 class Sweep:
-    def __init__(self, args, peak_flops: float):
+    def __init__(self, args, peak_flops: float, peak_bf16: float | None = None):
         self.args = args
         self.peak_flops = peak_flops
+        self.peak_bf16 = peak_bf16
         self.cores = machine.cores()
 
     def base(self, w: variants.Workload, framework: str, variant: str) -> dict:
@@ -154,7 +162,8 @@ class Sweep:
         return {"kind": "step", "model": w.model, "input": w.input.name, "T": w.input.steps, "F": w.input.features,
                 "batch_size": w.batch_size, "framework": framework, "variant": variant + tag,
                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in w.model_cfg.items()}}
+                "model_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in w.model_cfg.items()},
+                **variants.model_flops(w)}
 
     def _torch_threads(self) -> int | None:
         t = self.args.torch_threads
@@ -270,7 +279,6 @@ class Sweep:
             if k > 1:
                 times[key]["train"] = [t / k for t in times[key]["train"]]
         ref_key = next((k for k in (pairs[0], *(k for k, _ in live if k[0] == "jax")) if k in times), None)
-        share_model_flops([records[key] for key, _ in live])
         for key, var in live:
             rec = records[key]
             tt, ti = times[key]["train"], times[key]["infer"]
@@ -286,14 +294,11 @@ class Sweep:
                     for suffix, value in (ratio or {}).items():
                         rec[f"speedup_over_{ref_key[1]}_{name}{suffix}"] = value
             if key[0] == "torch" and ref_key is not None:
-                ref = records[ref_key]
-                for f in ("flops_train", "flops_infer", "flops_source"):
-                    rec.setdefault(f, ref.get(f))
                 for name in ("train", "infer"):
                     ratio = report.paired_ratio(times[key][name], times[ref_key][name])
                     for suffix, value in (ratio or {}).items():
                         rec[f"jax_speedup_{name}{suffix}"] = value
-            set_mfu(rec, self.peak_flops)
+            set_mfu(rec, self.peak_flops, self.peak_bf16)
             rec["budget_s"] = budget
             if est[key] > budget / 3:
                 alive[key] = (f"time budget: one train + inference step took {est[key]:.1f} s at batch "
@@ -304,25 +309,20 @@ class Sweep:
         return list(records.values())
 
 
-def share_model_flops(point_records: list[dict]) -> None:
-    """Give every record of one point the same model FLOPs: the largest count among its JAX
-    variants. XLA's cost analysis misses work inside loops and in library calls (float32
-    products on a GPU: ast_small's float32 step counted 2.4e10 against its bf16 step's 3.8e11,
-    NOTES.md entry 19), so a smaller count is an undercount, never a cheaper model; a
-    variant's own smaller count is kept as ``flops_<phase>_own``."""
-    for f in ("flops_train", "flops_infer"):
-        counts = [r[f] for r in point_records if r.get("framework") == "jax" and r.get(f)]
-        if not counts:
-            continue
-        for r in point_records:
-            if r.get(f) and r[f] < max(counts) and r.get("framework") == "jax":
-                r[f"{f}_own"] = r[f]
-            r[f] = max(counts)
+def is_bf16(rec: dict) -> bool:
+    """Whether a record's variant runs bfloat16 products (``jit_bf16``, ``eager_bf16``, ...)."""
+    return "_bf16" in report._variant_base(rec["variant"])
 
 
-def set_mfu(rec: dict, peak_flops: float) -> None:
-    """MFU (train: ``mfu``, inference: ``infer_mfu``) = model FLOPs / step time / peak."""
+def set_mfu(rec: dict, peak_flops: float, peak_bf16: float | None = None) -> None:
+    """MFU (train: ``mfu``, inference: ``infer_mfu``) = model FLOPs / step time / peak, the peak
+    of the record's numeric path: ``peak_bf16`` for a bfloat16 variant where it was measured
+    (accelerators), else ``peak_flops`` (the float32 rate: TF32 products on a GPU under the
+    default policy)."""
+    bf16 = bool(peak_bf16) and is_bf16(rec)
+    peak_flops = peak_bf16 if bf16 else peak_flops
     rec["peak_flops"] = peak_flops
+    rec["peak_dtype"] = "bfloat16" if bf16 else "float32"
     for name in ("train", "infer"):
         flops = rec.get(f"flops_{name}")
         if flops and rec.get(f"{name}_step_s"):
@@ -389,10 +389,18 @@ def run(args) -> int:
         results = json.loads((out / "results.json").read_text())
     results["machine"] = machine.describe()
     results["commands"].append(getattr(args, "command", None) or machine.command_line())
+    backend = results["machine"]["backend"]
     print(f"machine: {results['machine']['cpu']} x{results['machine']['cores']}, "
-          f"backend {results['machine']['backend']}", flush=True)
+          f"backend {backend}", flush=True)
+    policy = variants.float32_matmul_policy(args.float32_matmul, backend)
+    if policy:
+        results["float32_matmul"] = policy
     peak = machine.matmul_peak(args.peak_n)
     results["matmul_peak"] = peak
+    if backend != "cpu":  # the bf16 MFU's rate; the best of every run appended to these results
+        bf16 = machine.matmul_peak(args.peak_n, dtype="bfloat16")
+        if bf16["peak_flops"] > (results.get("matmul_peak_bf16") or {}).get("peak_flops", 0.0):
+            results["matmul_peak_bf16"] = bf16
     run_info = {"command": results["commands"][-1], "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "load_average_start": results["machine"].get("load_average_start"), "matmul_peak": peak}
     results.setdefault("runs", []).append(run_info)
@@ -412,20 +420,30 @@ def run(args) -> int:
     # changes); every MFU of this run uses the best rate seen.
     peak["samples"] = [peak["peak_flops"]]
     this_run: list[dict] = []
-    sweep = Sweep(args, peak["peak_flops"])
+    sweep = Sweep(args, peak["peak_flops"], (results.get("matmul_peak_bf16") or {}).get("peak_flops"))
+    started = time.monotonic()
     for model in models:
         cfg = models_table[model]
         pairs = variants.variant_names(cfg["name"], jax_variants, torch_variants)
         for inp in inputs:
             alive: dict = {}
             history: dict = {}
+            last_point_s = None
             for b in batch_sizes:
                 if not any(alive.get(p, True) is True for p in pairs):
                     break
                 w = variants.Workload(model, cfg, inputs_table[inp], b)
+                late = _past_deadline(args.deadline_s, time.monotonic() - started, last_point_s)
+                if late:
+                    for rec in _not_started(sweep, w, pairs, alive, late):
+                        add(rec)
+                    print(f"{model} {inp} B={b}: {late}", flush=True)
+                    break
+                t_point = time.monotonic()
                 print(f"{model} {inp} B={b}: {', '.join(f'{f}/{v}' for f, v in pairs if alive.get((f, v), True) is True)}",
                       flush=True)
                 point_records = sweep.point(w, pairs, alive, history)
+                last_point_s = time.monotonic() - t_point
                 if args.train_loop:
                     run_train_loop(args, w, point_records)
                 for rec in point_records:
@@ -442,7 +460,7 @@ def run(args) -> int:
                     peak["peak_flops"] = sweep.peak_flops = again
                     for rec in this_run:
                         if rec.get("status") == "ok":
-                            set_mfu(rec, again)
+                            set_mfu(rec, again, sweep.peak_bf16)
                 results["load_average_end"] = run_info["load_average_end"] = machine.load_average()
                 _save(results, out)
 
@@ -456,6 +474,25 @@ def run(args) -> int:
     md = report.write(results, out)
     print(f"wrote {out / 'results.json'} and {md}", flush=True)
     return 0
+
+
+def _past_deadline(deadline_s: float | None, elapsed: float, last_point_s: float | None) -> str | None:
+    """Why a point is not started (None: it is): the run's ``--deadline-s`` has passed, or the
+    point would end past it, guessed as twice the previous point of its sweep (the batch doubles)."""
+    if deadline_s is None:
+        return None
+    if elapsed >= deadline_s:
+        return f"time: the run's deadline ({deadline_s:.0f} s) passed"
+    if last_point_s is not None and elapsed + 2 * last_point_s > deadline_s:
+        return (f"time: would end past the run's deadline ({deadline_s:.0f} s; the previous batch took "
+                f"{last_point_s:.0f} s, {deadline_s - elapsed:.0f} s left)")
+    return None
+
+
+def _not_started(sweep: Sweep, w: variants.Workload, pairs, alive: dict, reason: str) -> list[dict]:
+    """Records of the variants still growing at a point the deadline leaves out."""
+    return [dict(sweep.base(w, fw, v), status="skipped", reason=reason)
+            for fw, v in pairs if alive.get((fw, v), True) is True]
 
 
 def _model_args(text: str) -> dict:

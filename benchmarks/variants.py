@@ -138,25 +138,47 @@ def variant_names(family: str, jax_variants=("jit",), torch_variants=None) -> li
     return pairs
 
 
-# --- FLOPs -------------------------------------------------------------------------------------
+# --- FLOPs and the float32 product policy --------------------------------------------------------
 
-def lstm_model_flops(cfg: dict, batch: int, steps: int, features: int, num_classes: int = NUM_CLASSES,
-                     train: bool = True) -> float:
-    """Matmul FLOPs of the (bi)LSTM + head, forward x3 for a training step.
+def model_flops(workload: "Workload") -> dict:
+    """The point's model FLOPs (benchmarks/flops.py, the same for every variant and framework)."""
+    from benchmarks import flops
 
-    XLA's cost analysis counts a ``while`` loop's body once, whatever its trip
-    count, so it cannot count a recurrence; this is the count it should give
-    (the model FLOPs of MFU: recomputation in the backward pass is not counted).
+    w = workload
+    c = flops.count(w.model_cfg, w.batch_size, w.input.steps, w.input.features, w.num_classes)
+    return {"flops_train": c.train, "flops_infer": c.forward, "flops_source": "analytic (benchmarks/flops.py)"}
+
+
+FLOAT32_MATMUL = ("tf32", "ieee")
+
+
+def float32_matmul_policy(policy: str, backend: str) -> str | None:
+    """Set how float32 products run on an accelerator, the same on both sides, and say so.
+
+    ``"tf32"``: TensorFloat-32 products (JAX's ``jax_default_matmul_precision="tensorfloat32"``,
+    which is also its GPU default; PyTorch's ``torch.backends.cuda.matmul.allow_tf32`` and
+    ``torch.backends.cudnn.allow_tf32`` True). ``"ieee"``: full float32 products on both sides
+    (``"highest"``; both ``allow_tf32`` False). On a CPU nothing is set (None): XLA:CPU and
+    oneDNN compute float32 products in float32.
     """
-    hidden, layers = cfg["hidden_size"], cfg["num_layers"]
-    directions = 2 if cfg.get("bidirectional") else 1
-    total = 0.0
-    size_in = features
-    for _ in range(layers):
-        total += directions * 2.0 * batch * steps * (size_in + hidden) * 4 * hidden
-        size_in = directions * hidden
-    total += 2.0 * batch * directions * hidden * num_classes
-    return 3.0 * total if train else total
+    if policy not in FLOAT32_MATMUL:
+        raise ValueError(f"float32 matmul policy must be one of {FLOAT32_MATMUL}, got {policy!r}")
+    if backend == "cpu":
+        return None
+    import jax
+
+    tf32 = policy == "tf32"
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+    text = f"jax_default_matmul_precision={'tensorfloat32' if tf32 else 'highest'}"
+    try:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        text += f"; torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = {tf32}"
+    except ImportError:  # pragma: no cover - a JAX-only sweep
+        pass
+    return f"{policy}: {text}"
 
 
 def _cost(compiled) -> dict:
@@ -164,13 +186,6 @@ def _cost(compiled) -> dict:
     if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
         cost = cost[0] if cost else {}
     return cost or {}
-
-
-def _has_loops(compiled) -> bool:
-    try:
-        return " while(" in compiled.as_text()
-    except Exception:  # pragma: no cover - text unavailable on some backends
-        return False
 
 
 # --- JAX -----------------------------------------------------------------------------------------
@@ -329,20 +344,11 @@ class JaxVariant:
                "compiler_options": options, "steps_per_dispatch": k, "config_dtype": self.run.config.train.dtype,
                "clip_norm": self.run.config.train.clip_norm}
         for kind, compiled in (("train", self._train), ("infer", self._infer)):
-            # XLA counts one device's share of a partitioned program; a scan of K steps once
+            # XLA's count, for reference (benchmarks/flops.py has the model FLOPs every MFU uses): one
+            # device's share of a partitioned program; a loop's body (the LSTM's recurrence, a scan
+            # of K steps, query blocks, per-tap weight gradients) once
             per_step = 1 if kind == "infer" else k
             out[f"flops_{kind}_xla"] = devices * float(_cost(compiled).get("flops", 0.0)) / per_step or None
-            loops = _has_loops(compiled)
-            if w.family == "lstm":
-                out[f"flops_{kind}"] = lstm_model_flops(w.model_cfg, w.batch_size, w.input.steps,
-                                                        w.input.features, train=kind == "train")
-                out["flops_source"] = "analytic (XLA counts a while loop body once)"
-            elif k > 1 and kind == "train":
-                out[f"flops_{kind}"] = None  # the scan body is counted once: not comparable
-                out["flops_source"] = "xla cost_analysis (steps per dispatch: train FLOPs not counted)"
-            else:
-                out[f"flops_{kind}"] = out[f"flops_{kind}_xla"]
-                out["flops_source"] = "xla cost_analysis" + (" (has loops: undercounted)" if loops else "")
             try:
                 mem = compiled.memory_analysis()
                 out[f"xla_{kind}_bytes"] = devices * int(mem.temp_size_in_bytes + mem.argument_size_in_bytes

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -209,8 +210,10 @@ sys.exit(code)
 
 def test_gpu_sweep_quick_runs_without_tensorflow_or_librosa(tmp_path):
     """benchmarks/gpu.sh's sweep (benchmarks.gpu --quick) end to end on CPU, in a process where
-    importing tensorflow or librosa fails: results.json and RESULTS.md are written, every JAX
-    and PyTorch variant of the headline section ran, and neither module was imported."""
+    importing tensorflow or librosa fails: results.json, RESULTS.md and the plots are written,
+    every section and every JAX and PyTorch variant of the headline section ran, neither module
+    was imported, and the stored ratios, goal rows and MFU follow from the stored step times
+    and the model's FLOP count."""
     import os
     import subprocess
     import sys
@@ -237,41 +240,79 @@ def test_gpu_sweep_quick_runs_without_tensorflow_or_librosa(tmp_path):
         assert r["train_samples_per_s"] > 0 and r["peak_mem_mb"] is not None
     assert "benchmarks.run --quick" in (out / "RESULTS.md").read_text()
     assert results["matmul_peak_bf16"]["dtype"] == "bfloat16" and results["matmul_peak_bf16"]["peak_flops"] > 0
+    assert (out / "train_throughput.png").stat().st_size > 0  # samples/s against the batch, per model
+    # the ratios and MFU in the results follow from the stored step times and the model's FLOP count
+    from benchmarks import flops, report, variants
+
+    recs = {(r["model"], r["batch_size"], r["framework"], r["variant"]): r for r in results["records"]}
+    for (model, b, fw, v), r in recs.items():
+        w = variants.Workload(model, variants.model_config(model, quick=True), variants.QUICK_INPUTS["beat_mel"], b)
+        count = flops.count(w.model_cfg, b, w.input.steps, w.input.features, variants.NUM_CLASSES)
+        assert r["flops_train"] == count.train and r["flops_infer"] == count.forward
+        assert r["mfu"] == pytest.approx(count.train / r["train_step_s"] / r["peak_flops"])
+        if fw == "torch":  # rounds paired as run (a variant with more rounds: its first ones)
+            assert r["jax_speedup_train"] == pytest.approx(
+                paired(r["train_step_s_all"], recs[(model, b, "jax", "jit")]["train_step_s_all"]))
+    rows = report.gpu_goal_rows(results["records"], results["matmul_peak_bf16"])
+    ast_eager = next(row for row in rows if row[0] == "ast_tiny beat_mel B=2" and "torch/eager train" in row[1])
+    expected = paired(recs[("ast_tiny", 2, "torch", "eager")]["train_step_s_all"],
+                      recs[("ast_tiny", 2, "jax", "jit")]["train_step_s_all"])
+    assert ast_eager[3].startswith(f"{expected:.2f}x")
+
+
+def paired(slow: list[float], fast: list[float]) -> float:
+    n = min(len(slow), len(fast))
+    return float(np.median(np.array(slow[:n]) / np.array(fast[:n])))
 
 
 def test_accelerator_goals_table():
-    """On an accelerator the goals are per model, input and numeric path at B=32 (paired median of
-    torch step / JAX step over the rounds, fastest JAX variant of the path) and the bf16 AST's MFU
-    against the bf16 matmul rate; points not measured say so."""
-    import numpy as np
-
+    """On an accelerator the goals are issue 21's: the LSTM at B=32 and 256, AST against eager and
+    torch.compile at every batch measured, the CNN from B=256, ast_small's bf16 MFU at its best
+    batch; paired median of torch step / JAX step over the rounds, fastest JAX variant of the
+    path; points not measured say so, with the reason (out of memory) where there is one."""
     from benchmarks import report
 
-    def rec(model, fw, variant, times, flops=None):
-        return {"model": model, "input": "beat_mel", "batch_size": 32, "framework": fw, "variant": variant,
+    def rec(model, fw, variant, times, b=32, flops=None, **extra):
+        return {"model": model, "input": "beat_mel", "batch_size": b, "framework": fw, "variant": variant,
                 "status": "ok", "train_step_s_all": times, "train_step_s": float(np.median(times)),
-                **({"flops_train": flops} if flops else {})}
+                **({"flops_train": flops} if flops else {}), **extra}
 
-    torch_f32, torch_bf16 = [0.030, 0.032, 0.031], [0.020, 0.021, 0.019]
+    torch_f32, torch_bf16, compiled = [0.030, 0.032, 0.031], [0.020, 0.021, 0.019], [0.011, 0.011, 0.011]
     jit, jit_dp, jit_bf16 = [0.020, 0.020, 0.025], [0.030, 0.030, 0.030], [0.010, 0.012, 0.019]
-    records = [rec("ast_tiny", "torch", "eager", torch_f32), rec("ast_tiny", "jax", "jit", jit),
-               rec("ast_tiny", "jax", "jit_dp", jit_dp), rec("ast_tiny", "torch", "eager_bf16", torch_bf16),
-               rec("ast_tiny", "jax", "jit_bf16", jit_bf16, flops=4e12)]
+    records = [rec("ast_small", "torch", "eager", torch_f32), rec("ast_small", "jax", "jit", jit),
+               rec("ast_small", "jax", "jit_dp", jit_dp), rec("ast_small", "torch", "eager_bf16", torch_bf16),
+               rec("ast_small", "torch", "compile_bf16", compiled),
+               rec("ast_small", "jax", "jit_bf16", jit_bf16, flops=4e12),
+               rec("ast_small", "jax", "jit_bf16", [0.02, 0.02], b=64, flops=8e12),
+               rec("ast_small", "torch", "eager_bf16", [0.05, 0.05], b=64),
+               {**rec("ast_small", "jax", "jit_bf16", [1.0], b=128), "status": "failed",
+                "reason": "out of memory: RESOURCE_EXHAUSTED"},
+               rec("cnn", "jax", "jit_bf16", [0.01, 0.01], b=256), rec("cnn", "torch", "eager_bf16", [0.03, 0.05], b=256),
+               rec("lstm", "jax", "jit", [0.01, 0.01]), rec("lstm", "torch", "eager", [0.002, 0.003])]
     peak = {"n": 8192, "peak_flops": 8e14}
-    rows = {(r[0], r[1].split(":")[0] if "MFU" not in r[1] else "mfu"): r
-            for r in report.gpu_goal_rows(records, peak)}
-    assert len(rows) == 4 * 2 * 2 + 2
-    f32 = rows[("ast_tiny beat_mel B=32", "float32")]
-    expected = np.median(np.array(torch_f32) / np.array(jit))      # jit beats jit_dp
-    assert f32[1].startswith("float32: jax/jit vs torch/eager") and f32[3].startswith(f"{expected:.2f}x")
-    assert f32[4] == ("yes" if expected >= 1.3 else "**no**") == "yes"
-    bf = rows[("ast_tiny beat_mel B=32", "bfloat16")]
-    expected = np.median(np.array(torch_bf16) / np.array(jit_bf16))
-    assert bf[3].startswith(f"{expected:.2f}x") and bf[4] == "yes"
-    mfu = rows[("ast_tiny beat_mel B=32 (best point)", "mfu")]
-    assert mfu[3] == f"{4e12 / np.median(jit_bf16) / 8e14:.1%}" and mfu[4] == "yes"
-    assert rows[("cnn full_mel B=32", "float32")][3] == "not measured"
-    assert rows[("ast_small (best point)", "mfu")][3] == "not measured"
+    rows = report.gpu_goal_rows(records, peak)
+    table = {(r[0], r[1]): r for r in rows}
+    f32 = table[("ast_small beat_mel B=32", "float32: jax/jit vs torch/eager train")]   # jit beats jit_dp
+    expected = np.median(np.array(torch_f32) / np.array(jit))
+    assert f32[3].startswith(f"{expected:.2f}x") and f32[4] == "yes"
+    bf = table[("ast_small beat_mel B=32", "bfloat16: jax/jit_bf16 vs torch/eager_bf16 train")]
+    assert bf[3].startswith(f"{np.median(np.array(torch_bf16) / np.array(jit_bf16)):.2f}x") and bf[4] == "yes"
+    behind = table[("ast_small beat_mel B=32", "bfloat16: jax/jit_bf16 vs torch/compile_bf16 train")]
+    assert behind[2] == ">= 1x" and behind[3].startswith(f"{np.median(np.array(compiled) / np.array(jit_bf16)):.2f}x")
+    assert behind[4] == "**no**"
+    assert table[("ast_small beat_mel B=64", "bfloat16: jax/jit_bf16 vs torch/eager_bf16 train")][3] == "2.50x (2.5-2.5)"
+    oom = table[("ast_small beat_mel B=128", "bfloat16: jax vs torch/eager_bf16 train")]
+    assert "out of memory" in oom[3]
+    cnn = table[("cnn beat_mel B=256", "bfloat16: jax/jit_bf16 vs torch/eager_bf16 train")]
+    assert cnn[2] == ">= 4x" and cnn[3].startswith("4.00x") and cnn[4] == "yes"
+    lstm = table[("lstm beat_mel B=32", "float32: jax/jit vs torch/eager train")]
+    assert lstm[3].startswith("0.25x") and lstm[4] == "**no**"
+    assert table[("lstm full_mel B=256", "bfloat16: jax vs torch/eager_bf16 train")][3] == "not measured"
+    assert table[("ast_tiny beat_mel any B", "jax vs torch/eager/compile train")][3] == "not measured"
+    assert table[("cnn full_mel B>=256", "jax vs torch/eager train")][3] == "not measured"
+    mfu = next(r for r in rows if "MFU" in r[1])
+    assert mfu[0] == "ast_small beat_mel B=64 (best batch)" and mfu[3] == f"{8e12 / 0.02 / 8e14:.1%}"
+    assert mfu[4] == "yes"
 
 
 # --- the benchmark times `jaxmusic train`'s own step ---------------------------------------
@@ -423,23 +464,49 @@ def test_products_microbenchmark_checks_and_reports_the_three_products(capsys):
         assert jax_rate >= 0 and torch_rate >= 0 and ratio > 0
 
 
-def test_every_variant_of_a_point_gets_the_largest_model_flop_count():
-    """XLA's cost analysis undercounts some programs (loops, library calls): the point's model
-    FLOPs are the largest JAX count, a variant's own smaller count is kept, PyTorch gets the
-    same figure, and MFU follows from it."""
+def test_every_record_of_a_point_gets_the_model_flop_count_and_its_paths_rate():
+    """The model FLOPs (benchmarks/flops.py) are the same for every variant and framework of a
+    point; MFU divides by the bf16 matmul rate for bf16 variants where one was measured (an
+    accelerator), by the float32 rate otherwise."""
+    from benchmarks import flops, variants
     from benchmarks import run as bench
 
-    recs = [{"framework": "jax", "variant": "jit", "flops_train": 2.4e10, "flops_infer": 1e10, "train_step_s": 0.016},
-            {"framework": "jax", "variant": "jit_bf16", "flops_train": 3.8e11, "flops_infer": 1.2e11},
-            {"framework": "jax", "variant": "jit[spd=8]", "flops_train": None},
-            {"framework": "torch", "variant": "eager"}]
-    bench.share_model_flops(recs)
-    assert [r["flops_train"] for r in recs] == [3.8e11] * 4
-    assert [r["flops_infer"] for r in recs] == [1.2e11] * 4
-    assert recs[0]["flops_train_own"] == 2.4e10 and recs[0]["flops_infer_own"] == 1e10
-    assert "flops_train_own" not in recs[1] and "flops_train_own" not in recs[2]
-    bench.set_mfu(recs[0], 1e15)
-    assert recs[0]["mfu"] == pytest.approx(3.8e11 / 0.016 / 1e15)
+    w = variants.Workload("ast_tiny", variants.model_config("ast_tiny", quick=True), variants.QUICK_INPUTS["beat_mel"], 4)
+    count = flops.count(w.model_cfg, 4, w.input.steps, w.input.features, variants.NUM_CLASSES)
+
+    class Args:
+        tag = ""
+
+    sweep = bench.Sweep(Args(), 1e12, 4e12)
+    recs = [dict(sweep.base(w, fw, v), train_step_s=0.5, infer_step_s=0.1)
+            for fw, v in (("jax", "jit"), ("jax", "jit_bf16"), ("torch", "eager"), ("torch", "eager_bf16"))]
+    assert {(r["flops_train"], r["flops_infer"]) for r in recs} == {(count.train, count.forward)}
+    for r in recs:
+        bench.set_mfu(r, sweep.peak_flops, sweep.peak_bf16)
+    assert [r["peak_flops"] for r in recs] == [1e12, 4e12, 1e12, 4e12]
+    assert recs[1]["mfu"] == pytest.approx(count.train / 0.5 / 4e12)
+    bench.set_mfu(recs[1], 1e12)  # a CPU: no bf16 rate, the float32 one
+    assert recs[1]["mfu"] == pytest.approx(count.train / 0.5 / 1e12) and recs[1]["peak_dtype"] == "float32"
+
+
+def test_points_past_the_deadline_are_recorded_not_run(tmp_path):
+    """--deadline-s: a point that cannot start in time is a record (skipped, reason "time: ..."),
+    so a section cut short says what it left out."""
+    from benchmarks import run as bench
+
+    assert bench._past_deadline(None, 1e9, 1e9) is None
+    assert bench._past_deadline(60, 10, None) is None
+    assert bench._past_deadline(60, 61, None).startswith("time: the run's deadline")
+    assert bench._past_deadline(60, 30, 20).startswith("time: would end past")
+    out = tmp_path / "b"
+    assert bench.main(["--quick", "--models", "cnn", "--inputs", "beat_mel", "--batch-sizes", "2,4",
+                       "--jax-variants", "jit", "--torch-variants", "eager", "--deadline-s", "0",
+                       "--out", str(out)]) == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [(r["batch_size"], r["framework"], r["status"]) for r in records] == [(2, "jax", "skipped"),
+                                                                                (2, "torch", "skipped")]
+    assert all(r["reason"].startswith("time:") for r in records)
+    assert "time: the run's deadline (0 s) passed" in (out / "RESULTS.md").read_text()
 
 
 def test_gpu_train_script_runs_without_tensorflow_librosa_or_torch(tmp_path):
