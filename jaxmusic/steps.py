@@ -150,14 +150,18 @@ def init_state(run: Run, mesh, steps_per_epoch: int, variables: dict | None = No
         if config.train.init_from:
             variables = transfer_backbone(variables, config.train.init_from)
     params = variables["params"]
-    labels = None
-    if config.train.freeze_backbone:
-        labels = {k: ("frozen" if k == "backbone" else "train") for k in params}
+    labels = param_labels(params) if config.train.freeze_backbone else None
     tx, _ = make_optimizer(config, steps_per_epoch, labels, schedule=schedule)
     _, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
     state = TrainState.create(apply_fn=run.model.apply, params=params, tx=tx,
                               batch_stats=variables.get("batch_stats"), rng=state_rng)
     return jax.device_put(state, parallel.replicated(mesh))
+
+
+def param_labels(params: dict) -> dict:
+    """``"frozen"`` for the backbone's top-level parameter tree, ``"train"`` for the rest
+    (``train.freeze_backbone``): the optimiser's labels and what the step differentiates."""
+    return {k: ("frozen" if k == "backbone" else "train") for k in params}
 
 
 def pretrained_backbone(name: str) -> dict:
@@ -203,7 +207,10 @@ def _apply(model, state, params, batch, train: bool, rng=None):
 
 def train_step_fn(run: Run, freeze_backbone: bool = False) -> Callable:
     """``train_step(state, batch) -> (state, metrics)``: forward, task loss, backward,
-    optimiser update. A frozen backbone keeps its batch statistics."""
+    optimiser update. A frozen backbone keeps its batch statistics, and the step
+    differentiates only what trains (:func:`param_labels`): no backward pass through
+    the backbone, and ``grad_norm`` is the norm of the trained parameters' gradient
+    (the optimiser's frozen part, ``optax.set_to_zero``, gets zeros)."""
     model, task = run.model, run.task
     aug_cfg = run.config.get("augment")
     augmenting = augment.enabled(aug_cfg)
@@ -214,7 +221,8 @@ def train_step_fn(run: Run, freeze_backbone: bool = False) -> Callable:
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
 
-        def loss_fn(params):
+        def loss_fn(trained, frozen):
+            params = {**frozen, **trained}
             b = batch
             if augmenting:  # its own key: dropout draws what it drew without augmentation
                 b = augment.apply(b, jax.random.fold_in(rng, AUGMENT_STREAM), aug_cfg,
@@ -223,7 +231,11 @@ def train_step_fn(run: Run, freeze_backbone: bool = False) -> Callable:
             loss, metrics = task.loss(params, out["output"], b)
             return loss, (metrics, mutated)
 
-        (loss, (metrics, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        labels = param_labels(state.params) if freeze_backbone else {k: "train" for k in state.params}
+        trained = {k: v for k, v in state.params.items() if labels[k] == "train"}
+        frozen = {k: v for k, v in state.params.items() if labels[k] == "frozen"}
+        (loss, (metrics, mutated)), trained_grads = jax.value_and_grad(loss_fn, has_aux=True)(trained, frozen)
+        grads = {**jax.tree_util.tree_map(jnp.zeros_like, frozen), **trained_grads}
         if plateau:
             updates, opt_state = state.tx.update(grads, state.opt_state, state.params, value=loss)
             new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -233,7 +245,7 @@ def train_step_fn(run: Run, freeze_backbone: bool = False) -> Callable:
             new_state = state.apply_gradients(grads=grads)
         if mutated and not freeze_backbone:
             new_state = new_state.replace(batch_stats=mutated["batch_stats"])
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(trained_grads),
                        param_norm=optax.global_norm(new_state.params))
         return new_state, metrics
 

@@ -149,3 +149,35 @@ def test_tag_command_json_matches_librosa_pipeline(tmp_path, capsys):
     assert set(got) == set(want)
     np.testing.assert_allclose([got[k] for k in want], list(want.values()), atol=1e-3)
     assert result["tags"][0]["probability"] >= result["tags"][-1]["probability"]
+
+
+@pytest.mark.parametrize("kernel,pads,cin", [((7, 6), ((3, 3), (0, 0)), 1),    # timbral: time padded, freq valid
+                                             ((9, 1), ((4, 4), (0, 0)), 1),    # temporal, SAME
+                                             ((2, 3), ((0, 1), (1, 1)), 3),    # few channels, uneven padding
+                                             ((3, 3), ((1, 1), (1, 1)), 8)])   # the flipped-kernel path
+def test_tagger_convolution_gradients_match_numpy(kernel, pads, cin):
+    """The taggers' convolution (jaxmusic.models.cnn.input_gradient, XLA's weight gradient):
+    value, input and weight gradients against numpy sums over the padded input."""
+    from jaxmusic.models.cnn import _NHWC
+
+    kh, kw = kernel
+    rng = np.random.default_rng(kh * kw + cin)
+    x = rng.normal(size=(2, 12, 10, cin)).astype(np.float32)
+    w = rng.normal(size=(kh, kw, cin, 5)).astype(np.float32)
+    xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    t, f = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    windows = np.stack([[xp[:, i:i + t, j:j + f] for j in range(kw)] for i in range(kh)])  # [kh, kw, B, t, f, C]
+    g = rng.normal(size=(2, t, f, 5)).astype(np.float32)
+    y_ref = np.einsum("ijbtfc,ijco->btfo", windows, w)
+    dw_ref = np.einsum("ijbtfc,btfo->ijco", windows, g)
+    dxp = np.zeros_like(xp)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i:i + t, j:j + f] += np.einsum("btfo,co->btfc", g, w[i, j])
+    dx_ref = dxp[:, pads[0][0]:pads[0][0] + 12, pads[1][0]:pads[1][0] + 10]
+    y, vjp = jax.vjp(lambda x, w: musicnn._conv2d(x, w, (1, 1), pads, dimension_numbers=_NHWC),
+                     jnp.asarray(x), jnp.asarray(w))
+    dx, dw = vjp(jnp.asarray(g))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-3)

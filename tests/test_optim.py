@@ -124,3 +124,40 @@ def test_lr_find_starts_from_init_from(tiny_prepared, tmp_path, capsys):
     assert cli.main(["lr-find", "--config", cfg, "--steps", "3", data,
                      f"--config.train.init_from={tmp_path / 'missing_run'}"]) == 2
     assert "missing_run" in capsys.readouterr().err
+
+
+def test_frozen_step_differentiates_the_head_only(tiny_prepared):
+    """--freeze-backbone: the step's gradient is the head's alone. Its grad_norm is the norm of
+    numpy's softmax cross-entropy gradient of the head's dense layer on the backbone's latent
+    (the gradients thrown away for the backbone are not counted), the head moves, and the
+    backbone's parameters and batch statistics stay as they were."""
+    from jaxmusic import parallel, runs
+    from jaxmusic.config import load_config
+
+    cfg = load_config(REPO / "configs" / "tiny" / "cnn.py", [f"--config.data.prepared={tiny_prepared}",
+                      "--config.train.freeze_backbone=True"])
+    run = runs.build_run(cfg)
+    state = steps.init_state(run, parallel.make_mesh(), 2)
+    before = jax.device_get(state)
+    rng = np.random.default_rng(0)
+    n, t, f = 8, run.max_length, run.num_features
+    classes = len(run.task.label_names)
+    batch = {"features": rng.normal(size=(n, t, f)).astype(np.float32), "lengths": np.full(n, t, np.int32),
+             "mask": np.ones(n, bool), "label": rng.integers(0, classes, n).astype(np.int32)}
+    new, m = jax.jit(steps.train_step_fn(run, freeze_backbone=True))(state, batch)
+
+    out, _ = run.model.apply({"params": before.params, "batch_stats": before.batch_stats}, batch["features"],
+                             batch["lengths"], train=True, mutable=["batch_stats"])
+    latent = np.asarray(out["latent"], np.float64)
+    head = before.params["head"]["logits"]
+    logits = latent @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"], np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d = (p - np.eye(classes)[batch["label"]]) / n        # d(mean cross-entropy) / d logits
+    gk, gb = latent.T @ d, d.sum(0)
+    np.testing.assert_allclose(float(m["grad_norm"]), np.sqrt((gk ** 2).sum() + (gb ** 2).sum()), rtol=1e-4)
+    np.testing.assert_allclose(float(m["loss"]), -np.mean(np.log(p[np.arange(n), batch["label"]])), rtol=1e-5)
+    assert not np.array_equal(np.asarray(new.params["head"]["logits"]["kernel"]), head["kernel"])
+    for a, b in zip(jax.tree_util.tree_leaves((new.params["backbone"], new.batch_stats)),
+                    jax.tree_util.tree_leaves((before.params["backbone"], before.batch_stats))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

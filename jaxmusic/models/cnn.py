@@ -68,29 +68,66 @@ def _conv(x, w, pads):
     return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC)
 
 
+FEW_INPUT_CHANNELS = 8   # below this, the input gradient is products per kernel tap (see input_gradient)
+PRODUCT_COLUMNS = 64     # the width of each of those products (taps x input channels)
+
+
+def input_gradient(g, w, pads, in_shape):
+    """The input gradient of ``_conv(x, w, pads)`` (stride 1, NHWC/HWIO) for the output gradient ``g``.
+
+    * Few input channels (the taggers' and the CNN's first layers, ``cin < FEW_INPUT_CHANNELS``):
+      one product of ``g`` with the kernel per group of taps (``g [N, T, F, cout]`` against
+      ``[cout, taps x cin]``), each tap's columns added at its shift into the padded input
+      (col2im). XLA:CPU's transposed convolution, and the flipped-kernel convolution alike,
+      then have one output channel and run at matrix-vector speed: the musicnn tagger's
+      7 x 38 and 7 x 67 front-end input gradients took 13x and 11x their forward
+      convolution, 2-4x this way (16 patches, products of 32-128 columns; AMD EPYC, 2 cores;
+      benchmarks/musicnn_transfer_results.md).
+    * Otherwise: a forward convolution of ``g`` with the flipped kernel (in/out channels
+      swapped): the same values as XLA's transposed convolution, which XLA:CPU runs 18-23x
+      slower inside a ``lax.scan`` (``train.steps_per_dispatch``; NOTES.md entries 17-18).
+    * Padding under ``kernel - 1`` on a side (no flipped equivalent): XLA's transposed convolution.
+    """
+    kh, kw, cin, _ = w.shape
+    _, steps, freqs, _ = g.shape
+    flipped_pads = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]), (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
+    if cin < FEW_INPUT_CHANNELS and min(min(p) for p in pads) >= 0:
+        hp, wp = steps + kh - 1, freqs + kw - 1          # the padded input's size
+        taps = [(i, j) for i in range(kh) for j in range(kw)]
+        per = max(1, PRODUCT_COLUMNS // cin)
+        zero = jnp.zeros((), g.dtype)
+        dxp = None
+        for start in range(0, len(taps), per):
+            group = taps[start:start + per]
+            cols = lax.dot_general(g, jnp.stack([w[i, j] for i, j in group]),
+                                   (((3,), (2,)), ((), ())))          # [N, T, F, taps, cin]
+            for k, (i, j) in enumerate(group):
+                term = lax.pad(cols[:, :, :, k], zero,
+                               ((0, 0, 0), (i, hp - steps - i, 0), (j, wp - freqs - j, 0), (0, 0, 0)))
+                dxp = term if dxp is None else dxp + term
+        return dxp[:, pads[0][0]:pads[0][0] + in_shape[1], pads[1][0]:pads[1][0] + in_shape[2]]
+    if min(min(p) for p in flipped_pads) >= 0:
+        return _conv(g, jnp.swapaxes(w[::-1, ::-1], 2, 3), flipped_pads)
+    return jax.vjp(lambda x: _conv(x, w, pads), jnp.zeros(in_shape, g.dtype))[1](g)[0]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_tap_wgrad(x, w, pads, sequential):
+def _conv_tap_wgrad(x, w, pads, weight_grad):
     return _conv(x, w, pads)
 
 
-def _conv_tap_wgrad_fwd(x, w, pads, sequential):
+def _conv_tap_wgrad_fwd(x, w, pads, weight_grad):
     return _conv(x, w, pads), (x, w)
 
 
-def _conv_tap_wgrad_bwd(pads, sequential, res, g):
+def _conv_tap_wgrad_bwd(pads, weight_grad, res, g):
     x, w = res
-    kh, kw = w.shape[:2]
-    flipped_pads = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]), (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
-    if min(min(p) for p in flipped_pads) >= 0:
-        # Input gradient as a forward convolution of the output gradient with the flipped kernel
-        # (in/out channels swapped): the same values as XLA's transposed convolution, which XLA:CPU
-        # runs 18-23x slower inside a lax.scan (train.steps_per_dispatch; NOTES.md entries 17-18)
-        dx = _conv(g, jnp.swapaxes(w[::-1, ::-1], 2, 3), flipped_pads)
-    else:
-        dx = jax.vjp(lambda x: _conv(x, w, pads), x)[1](g)[0]  # XLA's transposed convolution
+    dx = input_gradient(g, w, pads, x.shape)
+    if weight_grad == "xla":
+        return dx, jax.vjp(lambda w: _conv(x, w, pads), w)[1](g)[0]
     # Weight gradient: one product per kernel tap, the shifted input against the output
     # gradient, contracting every (batch, time, frequency) position.
-    cin, cout = w.shape[2:]
+    kh, kw, cin, cout = w.shape
     _, steps, freqs, _ = g.shape
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     gm = g.reshape(-1, cout)
@@ -101,7 +138,7 @@ def _conv_tap_wgrad_bwd(pads, sequential, res, g):
         return lax.dot_general(shifted.reshape(-1, cin), gm, (((0,), (0,)), ((), ())),
                                preferred_element_type=w.dtype)
 
-    if sequential:
+    if weight_grad == "sequential":
         # one tap at a time (lax.map): one shifted copy of the input alive, not kh * kw of them
         taps = lax.map(tap, jnp.arange(kh * kw))
     else:
@@ -114,17 +151,19 @@ _conv_tap_wgrad.defvjp(_conv_tap_wgrad_fwd, _conv_tap_wgrad_bwd)
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-                         preferred_element_type=None, sequential_taps: bool = True):
-    """``lax.conv_general_dilated`` whose weight gradient is computed tap by tap.
+                         preferred_element_type=None, sequential_taps: bool = True, tap_weight_grad: bool = True):
+    """``lax.conv_general_dilated`` whose gradients are computed by :func:`input_gradient` and tap by tap.
 
     For the stride-1, undilated NHWC/HWIO convolutions of this model, the weight
     gradient is ``kh * kw`` matrix products (shifted input x output gradient) instead
     of XLA:CPU's weight-gradient convolution, which runs at 20-45 GFLOP/s on these
     shapes against 40-60 for the products (benchmarks/NOTES.md, entry 9); the input
-    gradient is a forward convolution with the flipped kernel (entry 18). The value and
-    every other case are ``lax.conv_general_dilated``'s.
+    gradient is :func:`input_gradient` (entry 18). The value and every other case are
+    ``lax.conv_general_dilated``'s.
     ``sequential_taps``: the taps one after another (``lax.map``), so that one shifted
     copy of the input exists at a time (NOTES.md, entry 12); else all at once.
+    ``tap_weight_grad=False``: XLA's weight gradient (the musicnn taggers' one-channel,
+    38-67 wide kernels: hundreds of one-column products per tap would be slower).
     """
     plain = (tuple(window_strides) == (1, 1) and tuple(lhs_dilation or (1, 1)) == (1, 1)
              and tuple(rhs_dilation or (1, 1)) == (1, 1) and feature_group_count == 1
@@ -136,7 +175,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                         precision=precision, preferred_element_type=preferred_element_type)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
-    return _conv_tap_wgrad(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding), bool(sequential_taps))
+    weight_grad = ("sequential" if sequential_taps else "stacked") if tap_weight_grad else "xla"
+    return _conv_tap_wgrad(lhs, rhs, tuple(tuple(int(v) for v in p) for p in padding), weight_grad)
 
 
 class CNNBackbone(nn.Module):

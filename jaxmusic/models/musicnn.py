@@ -40,6 +40,7 @@ latent never depends on how much padding follows a clip.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -47,6 +48,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxmusic.models import masks
+from jaxmusic.models.cnn import conv_general_dilated
+
+# The 2-D convolutions' gradients: the input gradient of jaxmusic.models.cnn.input_gradient
+# (XLA:CPU's transposed convolution of the one-channel front end ran at 11-13x the forward
+# convolution's time), XLA's own weight gradient.
+_conv2d = functools.partial(conv_general_dilated, tap_weight_grad=False)
 
 PATCH_FRAMES = 187   # 3 s at 16 kHz, hop 256: librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1
 N_BANDS = 96
@@ -89,7 +96,8 @@ class MusicnnTagger(nn.Module):
         n_temporal = int(self.num_filt_frontend * 32)
 
         def block(y, filters, kernel, padding, name):
-            y = nn.Conv(filters, kernel, padding=padding, dtype=self.dtype, name=f"conv_{name}")(y)
+            y = nn.Conv(filters, kernel, padding=padding, dtype=self.dtype, conv_general_dilated=_conv2d,
+                        name=f"conv_{name}")(y)
             y = _bn(train, f"bn_{name}", self.dtype, self.bn_momentum)(nn.relu(y), mask=bmask4)
             return jnp.max(y, axis=2)                                                 # [B, T, filters]
 
@@ -157,7 +165,8 @@ class VGGTagger(nn.Module):
         for i, (window, strides) in enumerate(self.pools):
             if i:
                 y = nn.Dropout(0.25, deterministic=not train)(y)
-            y = nn.Conv(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i + 1}")(y)
+            y = nn.Conv(self.num_filters, (3, 3), padding="SAME", dtype=self.dtype, conv_general_dilated=_conv2d,
+                        name=f"conv{i + 1}")(y)
             y = _bn(train, f"bn{i + 1}", self.dtype, self.bn_momentum)(nn.relu(y), mask=bmask)
             y = _max_pool_valid(y, window, strides)
             out[f"pool{i + 1}"] = y
