@@ -145,7 +145,7 @@ for name in ("jit", "jit_dp"):
     out[name] = {"grads": [(10 * np.asarray(g)).ravel().tolist() for g in jax.tree.leaves(mu)],
                  "stats": [np.asarray(s).ravel().tolist() for s in jax.tree.leaves(v.state.batch_stats)],
                  "logits": logits,
-                 "shards": len(v.batch["features"].sharding.device_set), "flops": info["flops_train"],
+                 "shards": len(v.batch["features"].sharding.device_set), "flops": info["flops_train_xla"],
                  "devices": info["devices"]}
 print(json.dumps(out))
 """

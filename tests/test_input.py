@@ -152,10 +152,11 @@ def _leaves(workdir, which="latest"):
 
 def test_every_placement_trains_the_same_model(tiny_prepared, tmp_path):
     """device (gathered inside the step), host (numpy + prefetch) and stream (Grain) give
-    bit-identical parameters and the same history, with K steps per dispatch too."""
+    bit-identical parameters and the same losses; K steps per dispatch on the device too (to
+    float noise: another XLA program)."""
     results = {}
-    for placement, spd in (("device", 1), ("host", 1), ("stream", 1), ("device", 4), ("host", 4)):
-        cfg = _tiny(tiny_prepared, **{"data.placement": placement, "train.epochs": 2, "train.patience": 0,
+    for placement, spd in (("device", 1), ("host", 1), ("stream", 1), ("device", 4)):
+        cfg = _tiny(tiny_prepared, **{"data.placement": placement, "train.epochs": 1, "train.patience": 0,
                                       "train.steps_per_dispatch": spd, "train.optimizer": "sgd",
                                       "train.learning_rate": 0.05})
         out = train(cfg, tmp_path / f"{placement}{spd}", progress=False)
@@ -168,22 +169,19 @@ def test_every_placement_trains_the_same_model(tiny_prepared, tmp_path):
         assert loss == ref_loss, key
         for a, b in zip(ref_leaves, leaves):
             np.testing.assert_array_equal(a, b, err_msg=str(key))
-    # K steps in one scan: the same values to float noise (a different XLA program)
-    for a, b in zip(results["device", 4][0], results["host", 4][0]):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(ref_leaves, results["host", 4][0]):
+    for a, b in zip(ref_leaves, results["device", 4][0]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_inside_an_epoch_equals_the_uninterrupted_run(tiny_prepared, tmp_path):
     """Checkpoints every 5 steps (12 per epoch): a run stopped after step 17 (epoch 2, 5 steps
     in) and resumed ends with the uninterrupted run's parameters and history, exactly."""
-    overrides = {"train.epochs": 3, "train.patience": 0, "train.checkpoint_every": 5,
+    overrides = {"train.epochs": 2, "train.patience": 0, "train.checkpoint_every": 5,
                  "train.keep_checkpoints": 20, "augment.time_masks": 1, "augment.time_mask_width": 4}
     full = tmp_path / "full"
     out = train(_tiny(tiny_prepared, **overrides), full, progress=False)
     steps = sorted(int(d.name) for d in (full / "checkpoints").iterdir() if d.name.isdigit())
-    assert steps == [5, 10, 12, 17, 22, 24, 29, 34, 36]
+    assert steps == [5, 10, 12, 17, 22, 24]
     # what a kill right after the save of step 17 leaves on disk
     killed = tmp_path / "killed"
     shutil.copytree(full, killed)
