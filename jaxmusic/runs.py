@@ -149,11 +149,16 @@ def _assemble(config, record: dict, pset: PreparedSet | None) -> Run:
     return Run(config, record, task, model, pset)
 
 
-def write_record(workdir: str | Path, record: dict) -> None:
-    path = Path(workdir) / RECORD_FILE
+def write_json(path: str | Path, value) -> None:
+    """Write a JSON file atomically: a run killed while writing leaves the previous one."""
+    path = Path(path)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
     tmp.replace(path)
+
+
+def write_record(workdir: str | Path, record: dict) -> None:
+    write_json(Path(workdir) / RECORD_FILE, record)
 
 
 def read_record(workdir: str | Path) -> dict:

@@ -11,7 +11,6 @@ module only drives them. It also writes ``history.json`` (per-epoch curves),
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -265,7 +264,7 @@ def train(config, workdir: str | Path, *, resume: bool = False, progress: bool =
                 msg += (f", validation loss {record['validation']['loss']:.4f}, "
                         f"{run.task.select_metric} {value:.4f}")
             print(msg + (" (best)" if better else ""), flush=True)
-            (workdir / "history.json").write_text(json.dumps(meta["history"], indent=2) + "\n")
+            runs.write_json(workdir / "history.json", meta["history"])
             run.record["best"] = {"metric": run.task.select_metric if has_val else "train loss",
                                   "mode": run.task.select_mode, "value": meta["best_value"],
                                   "epoch": meta["best_epoch"], "step": meta["best_step"]}

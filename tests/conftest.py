@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,17 @@ import pytest
 
 # Quieten TensorFlow's start-up chatter in test logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# One persistent XLA compilation cache for the whole run (set here, before jax is imported, in
+# the first process: xdist's workers and every command a test starts inherit it). Many tests
+# compile the same tiny programs (the tiny configs' steps) in fresh processes; a hit skips
+# XLA's compilation, never what the program computes (measured: a tiny CNN training command
+# 11.7 s cold, 5.7 s from the cache, AMD EPYC). Removed when the run ends.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxmusic-tests-xla-cache-")
+    os.environ["JAXMUSIC_TEST_OWNS_XLA_CACHE"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 from jaxmusic import workers  # noqa: E402
 from jaxmusic.data import lab  # noqa: E402
@@ -22,6 +35,11 @@ def pytest_configure(config):
     it, and every later process then segfaults: see ``jaxmusic.workers``)."""
     if not hasattr(config, "workerinput"):
         workers.compile_librosa_kernels()
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("JAXMUSIC_TEST_OWNS_XLA_CACHE") == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 GENRES_FOR_TESTS = ["Rock", "Jazz", "Pop", "Indie-Rock", "Classical", "Punk"]
 

@@ -152,10 +152,10 @@ def _leaves(workdir, which="latest"):
 
 def test_every_placement_trains_the_same_model(tiny_prepared, tmp_path):
     """device (gathered inside the step), host (numpy + prefetch) and stream (Grain) give
-    bit-identical parameters and the same losses; K steps per dispatch on the device too (to
-    float noise: another XLA program)."""
+    bit-identical parameters and the same losses (K steps per dispatch on the device:
+    tests/test_runs.py's steps_per_dispatch test, which trains with the default, device)."""
     results = {}
-    for placement, spd in (("device", 1), ("host", 1), ("stream", 1), ("device", 4)):
+    for placement, spd in (("device", 1), ("host", 1), ("stream", 1)):
         cfg = _tiny(tiny_prepared, **{"data.placement": placement, "train.epochs": 1, "train.patience": 0,
                                       "train.steps_per_dispatch": spd, "train.optimizer": "sgd",
                                       "train.learning_rate": 0.05})
@@ -169,8 +169,6 @@ def test_every_placement_trains_the_same_model(tiny_prepared, tmp_path):
         assert loss == ref_loss, key
         for a, b in zip(ref_leaves, leaves):
             np.testing.assert_array_equal(a, b, err_msg=str(key))
-    for a, b in zip(ref_leaves, results["device", 4][0]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_inside_an_epoch_equals_the_uninterrupted_run(tiny_prepared, tmp_path):

@@ -157,6 +157,7 @@ def test_steps_per_dispatch_equals_single_steps(tiny_prepared, tmp_path):
     multi = train(tiny("cnn", tiny_prepared, **common, **{"train.steps_per_dispatch": 5}),
                   tmp_path / "five", progress=False)
     assert int(single["state"].step) == int(multi["state"].step)
+    assert multi["run"].record["trained_on"]["placement"] == "device"  # K index vectors per call
     assert int(multi["state"].step) % 5  # the epoch's remainder ran as single steps
     assert_trees_close(jax.device_get(single["state"].params), jax.device_get(multi["state"].params),
                        rtol=1e-5, atol=1e-6)
