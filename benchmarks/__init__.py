@@ -8,7 +8,7 @@ depends on it.
 * :mod:`benchmarks.variants` - one "variant" = a framework + implementation with a
   train step and an inference step on one batch shape.
 * :mod:`benchmarks.machine` - machine description, matmul peak, memory probes.
-* :mod:`benchmarks.epoch` - an end-to-end epoch: tf.data + jit vs DataLoader.
+* :mod:`benchmarks.epoch` - an end-to-end epoch: the train loop's input + jit vs DataLoader.
 * :mod:`benchmarks.report` - RESULTS.md tables and the log-log plots.
 * :mod:`benchmarks.run` - the sweep and its command line.
 """

@@ -33,7 +33,7 @@ bench --host-devices 2 --models ast_tiny,ast_small --inputs full_mel --batch-siz
 # The LSTM at full resolution, against the padded and the course's packed PyTorch LSTM.
 bench --models lstm --inputs full_mel --batch-sizes 32 --jax-variants jit --torch-variants eager,packed \
   --steps 3 --budget-s 900
-# End to end: tf.data + jaxmusic's step against the course helper's DataLoader + PyTorch eager,
+# End to end: the train loop's input + step against the course helper's DataLoader + PyTorch eager,
 # epochs interleaved (full resolution on both cores; beat-synchronised with 8 steps per dispatch).
 bench --host-devices 2 --models cnn --inputs full_mel --batch-sizes '' --epoch --epoch-source "$data" \
   --epoch-prepared "$prepared" --epochs 3

@@ -418,7 +418,7 @@ def write(results: dict, out_dir: Path) -> Path:
         "drawn like the step's batch, no validation split), 2 epochs of `--train-loop-steps` steps (default 4, rounded up to a "
         "multiple of `spd`); the figure is the rate the loop itself measured over its second epoch "
         "(`history.json`), in brackets its ratio to the step's median rate. The gap is the "
-        "loop's overhead: input pipeline (tf.data from the in-memory cache, the per-epoch "
+        "loop's overhead: input (the split placed as data.placement decides, the per-epoch "
         "iterator start included), host-to-device transfers, the per-epoch metric fetch and "
         "logging; validation and checkpointing are outside the epoch's clock. It is run alone, "
         "not interleaved with the step, and over few steps, so a per-epoch fixed cost weighs "

@@ -14,7 +14,7 @@ Writes ``results.json`` (one record per measurement), ``RESULTS.md`` and the
 plots into ``--out`` (default: this folder). ``--append`` merges the new records
 into an existing ``results.json`` (a point measured again replaces the old one),
 so a long sweep can be run in pieces. ``--epoch`` adds the end-to-end epoch
-(tf.data + jit against the course helper's DataLoader) on prepared sample data.
+(jaxmusic train's input and step against the course helper's DataLoader) on prepared sample data.
 ``--train-loop`` adds, to each JAX record, the samples/s that ``jaxmusic train``'s own
 loop measured with the same config on a small synthetic set of the point's shape
 (benchmarks/train_loop.py); the gap to the step's rate is the loop's overhead.
