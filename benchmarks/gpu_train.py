@@ -21,14 +21,11 @@ CPU, the smoke test of the script itself.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
 import time
 from pathlib import Path
-
-import numpy as np
 
 from benchmarks import train_loop, variants
 

@@ -159,7 +159,9 @@ def main(argv=None) -> None:
                         f"{feeds} | " + " | ".join(f"{got[s]['rss_growth_mb']:.0f}" for s in SIDES) + " |")
             print(rows[-1], flush=True)
     command = "python -m benchmarks.input_pipeline " + " ".join(argv if argv is not None else sys.argv[1:])
-    cpu = _cpu_model()
+    from benchmarks.machine import cpu_model
+
+    cpu = cpu_model()
     text = ["# Input pipeline: jaxmusic's TFRecord readers vs the course helper's loading", "",
             f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `{command}` (mel view; {cpu}).", "",
             "| set | train clips | batch | decode clips/s (1 core) | host epoch clips/s | stream clips/s "
@@ -174,16 +176,6 @@ def main(argv=None) -> None:
             "imports. 'Feeds the fastest JAX model': clips/s over the highest JAX train samples/s on the same "
             "input shape in benchmarks/results.json."]
     Path(args.out).write_text("\n".join(text) + "\n")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown processor"
 
 
 if __name__ == "__main__":

@@ -137,3 +137,28 @@ def write_table(path: str | Path, header: Sequence[str], rows: Iterable[Sequence
         for r in rows:
             w.writerow(r)
     return path
+
+
+def prepared_musicnn_set(root: str | Path, name: str) -> Path:
+    """Three 'emotions' of synthesised music (calm chords, busy clicks, noise), 4 clips of 3 s
+    each, through `features --recipe musicnn --layout clip-table` and `prepare --view musicnn`
+    into ``root/prep/<name>`` (a quarter for test, a quarter of the rest for validation);
+    returns ``root``."""
+    from jaxmusic import features
+    from jaxmusic.data import tfrecords
+
+    root = Path(root)
+    makers = {"calm": lambda k: chord(["C", "F", "Am", "G"][k], 3.0, amp=0.1),
+              "busy": lambda k: click_track(100 + 20 * k, 3.0) + chord("D", 3.0, amp=0.05),
+              "noisy": lambda k: noise(3.0, amp=0.1, seed=k)}
+    rows = []
+    for label, make in makers.items():
+        for k in range(4):
+            write_audio(root / "audio" / f"{label}{k}.wav", make(k))
+            rows.append((f"{label}{k}.wav", 0.0, 3.0, label, f"{label}{k}"))
+    table = write_table(root / "clips.csv", ["file", "start", "end", "label", "group"], rows)
+    features.convert(root / "audio", "clip-table", root / "data", name, labels=table, progress=False,
+                     test_fraction=0.25, seed=0, recipe_name="musicnn")
+    tfrecords.prepare(root / "data", name, root / "prep",
+                      tfrecords.PrepareOptions(shards=1, view="musicnn", validation_fraction=0.25, progress=False))
+    return root

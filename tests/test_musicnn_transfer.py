@@ -24,21 +24,7 @@ needs_musicnn = pytest.mark.skipif(not pretrained.available(), reason="musicnn p
 @pytest.fixture(scope="module")
 def musicnn_set(tmp_path_factory):
     """Three 'emotions' of synthesised music, 4 clips of 3 s each, in the musicnn recipe."""
-    root = tmp_path_factory.mktemp("mnset")
-    makers = {"calm": lambda k: af.chord(["C", "F", "Am", "G"][k], 3.0, amp=0.1),
-              "busy": lambda k: af.click_track(100 + 20 * k, 3.0) + af.chord("D", 3.0, amp=0.05),
-              "noisy": lambda k: af.noise(3.0, amp=0.1, seed=k)}
-    rows = []
-    for label, make in makers.items():
-        for k in range(4):
-            af.write_audio(root / "audio" / f"{label}{k}.wav", make(k))
-            rows.append((f"{label}{k}.wav", 0.0, 3.0, label, f"{label}{k}"))
-    table = af.write_table(root / "clips.csv", ["file", "start", "end", "label", "group"], rows)
-    F.convert(root / "audio", "clip-table", root / "data", "emo", labels=table, progress=False,
-              test_fraction=0.25, seed=0, recipe_name="musicnn")
-    tfrecords.prepare(root / "data", "emo", root / "prep",
-                      tfrecords.PrepareOptions(shards=1, view="musicnn", validation_fraction=0.25, progress=False))
-    return root
+    return af.prepared_musicnn_set(tmp_path_factory.mktemp("mnset"), "emo")
 
 
 def test_musicnn_recipe_files_match_the_jax_frontend(musicnn_set):

@@ -71,25 +71,10 @@ def server(serve_runs):
 def musicnn_server(tmp_path_factory):
     """A server over a tiny CNN trained on the musicnn view (three 'genres' of synthesised
     music in the musicnn recipe), admitting at most one prediction at a time."""
-    from jaxmusic import features as F
     from jaxmusic.config import load_config
-    from jaxmusic.data import tfrecords
     from jaxmusic.train import train
 
-    root = tmp_path_factory.mktemp("mnserve")
-    makers = {"calm": lambda k: af.chord(["C", "F", "Am", "G"][k], 3.0, amp=0.1),
-              "busy": lambda k: af.click_track(100 + 20 * k, 3.0) + af.chord("D", 3.0, amp=0.05),
-              "noisy": lambda k: af.noise(3.0, amp=0.1, seed=k)}
-    rows = []
-    for label, make in makers.items():
-        for k in range(4):
-            af.write_audio(root / "audio" / f"{label}{k}.wav", make(k))
-            rows.append((f"{label}{k}.wav", 0.0, 3.0, label, f"{label}{k}"))
-    table = af.write_table(root / "clips.csv", ["file", "start", "end", "label", "group"], rows)
-    F.convert(root / "audio", "clip-table", root / "data", "mn", labels=table, progress=False,
-              test_fraction=0.25, seed=0, recipe_name="musicnn")
-    tfrecords.prepare(root / "data", "mn", root / "prep",
-                      tfrecords.PrepareOptions(shards=1, view="musicnn", validation_fraction=0.25, progress=False))
+    root = af.prepared_musicnn_set(tmp_path_factory.mktemp("mnserve"), "mn")
     cfg = load_config(REPO / "configs" / "tiny" / "cnn.py",
                       [f"--config.data.prepared={root / 'prep'}", "--config.data.set=mn",
                        "--config.data.view=musicnn", "--config.train.epochs=1", "--config.train.batch_size=4"])
