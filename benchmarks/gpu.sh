@@ -21,14 +21,10 @@ if [ $# -lt 1 ]; then
   exit 2
 fi
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
-if ! "$PY" -c "import ml_collections" 2>/dev/null && [ -n "${JAXMUSIC_WHEELS:-}" ]; then
-  "$PY" -m pip install --quiet --no-index --find-links "$JAXMUSIC_WHEELS" ml_collections
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. benchmarks/device_env.sh
+need_wheels ml_collections:ml-collections
 # XLA on GPU: take memory as needed (PyTorch shares the device in the same process)
 export XLA_PYTHON_CLIENT_PREALLOCATE="${XLA_PYTHON_CLIENT_PREALLOCATE:-false}"
-export TF_CPP_MIN_LOG_LEVEL=2
 status=0
 # 470 s for the sweep; if it is cut short, the points it saved are still reported
 timeout 470 "$PY" -m benchmarks.gpu "$@" || status=$?

@@ -10,15 +10,8 @@ if [ $# -lt 1 ]; then
   exit 2
 fi
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
-for mod in ml_collections tensorboardX google_crc32c; do
-  if ! "$PY" -c "import $mod" 2>/dev/null && [ -n "${JAXMUSIC_WHEELS:-}" ]; then
-    "$PY" -m pip install --quiet --no-index --no-deps --find-links "$JAXMUSIC_WHEELS" \
-      "$(echo $mod | sed 's/_/-/; s/tensorboardX/tensorboardx/')"
-  fi
-done
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export TF_CPP_MIN_LOG_LEVEL=2
+. benchmarks/device_env.sh
+need_wheels ml_collections:ml-collections tensorboardX:tensorboardx google_crc32c:google-crc32c
 status=0
 timeout 340 "$PY" -m benchmarks.gpu_train "$@" || status=$?
 if [ "$status" -ne 0 ] && [ -f "$1/results.json" ]; then

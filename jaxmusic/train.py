@@ -43,7 +43,7 @@ class TrainInput:
 
     def __init__(self, config, run: runs.Run, mesh):
         t = config.train
-        self.config, self.mesh = config, mesh
+        self.mesh = mesh
         self.micro_batch = t.batch_size // max(1, t.grad_accum_steps)
         parallel.local_batch_size(self.micro_batch)  # checks that it splits over the devices
         n_proc, p_idx = jax.process_count(), jax.process_index()

@@ -279,10 +279,6 @@ class LocalSplit:
     offsets: tuple[int, ...]
     counts: tuple[int, ...]
 
-    @property
-    def nbytes(self) -> int:
-        return sum(v.nbytes for k, v in self.arrays.items() if k != "id")
-
 
 _CACHE: dict = {}
 
